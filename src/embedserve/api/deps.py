@@ -1,0 +1,24 @@
+"""Dependencies: the app's state, reached per request (nothing lives at import time)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from embedserve.registry import Registry
+from embedserve.tasks import Limits
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def get_limits(request: Request) -> Limits:
+    limits: Limits = request.app.state.limits
+    return limits
+
+
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]

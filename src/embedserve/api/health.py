@@ -1,0 +1,32 @@
+"""Liveness and the service's front door."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from embedserve import __version__
+from embedserve.api.deps import RegistryDep
+from embedserve.api.responses import FastJSONResponse
+from embedserve.api.schemas import Health
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", response_model=Health)
+async def health(registry: RegistryDep) -> FastJSONResponse:
+    """``degraded`` when a model failed to load (the others keep serving)."""
+    return FastJSONResponse(registry.health())
+
+
+@router.get("/")
+async def root() -> FastJSONResponse:
+    return FastJSONResponse(
+        {
+            "name": "embedserve",
+            "version": __version__,
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "health": "/health",
+            "models": "/api/v1/models",
+        }
+    )

@@ -1,0 +1,183 @@
+"""Request and response bodies of the native (OpenAI-shaped) API.
+
+Requests are strict: unknown fields, wrong JSON types and values out of range are 422s that
+name the field. Responses are documented here for /docs but built as plain dicts holding
+numpy arrays, serialized by orjson (see ``responses.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from embedserve.quantization import Precision
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _strings(value: Any, info: ValidationInfo) -> Any:
+    """Name the first non-string item exactly (``input[3]``) instead of pydantic's union noise."""
+    name = info.field_name or "input"
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise PydanticCustomError(
+                    "string_type",
+                    "{param} must be a string, got {got}",
+                    {"param": f"{name}[{i}]", "got": _json_type(item)},
+                )
+    elif not isinstance(value, str) and info.field_name == "input":
+        raise PydanticCustomError(
+            "input_type",
+            "{param} must be a string or a list of strings, got {got}",
+            {"param": name, "got": _json_type(value)},
+        )
+    return value
+
+
+TextInput = Annotated[str | list[str], BeforeValidator(_strings)]
+TextList = Annotated[list[str], BeforeValidator(_strings)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EmbeddingOptions(Request):
+    normalize_embeddings: bool | None = Field(default=None, description="unit vectors (default: the model's normalize)")
+    prompt: str | None = Field(default=None, description="text put before every input")
+    prompt_name: str | None = Field(default=None, description="a prompt of the model's catalogue entry")
+    precision: Precision = Field(default="float32", description="float32, int8, uint8, binary or ubinary")
+
+
+class EmbeddingRequest(Request):
+    input: TextInput
+    model: str | None = Field(default=None, description="catalogue id; default: the first embeddings model")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="keep the first N dimensions (Matryoshka)")
+    user: str | None = None
+    truncate: bool = Field(default=True, description="false: inputs longer than max_length are a 422")
+    options: EmbeddingOptions | None = None
+
+
+class SparseOptions(Request):
+    prompt: str | None = None
+    prompt_name: str | None = None
+    return_tokens: bool = Field(default=False, description="add the vocabulary string of every index")
+    top_k: int | None = Field(default=None, ge=1, description="keep only the k largest weights")
+
+
+class SparseRequest(Request):
+    input: TextInput
+    model: str | None = Field(default=None, description="catalogue id; default: the first sparse-embeddings model")
+    user: str | None = None
+    truncate: bool = True
+    options: SparseOptions | None = None
+
+
+class RerankRequest(Request):
+    query: str
+    documents: TextList
+    model: str | None = Field(default=None, description="catalogue id; default: the first rerank model")
+    top_k: int | None = Field(default=None, ge=1, description="return the k best (same as top_n)")
+    top_n: int | None = Field(default=None, ge=1, description="return the n best (same as top_k)")
+    return_documents: bool = True
+    truncate: bool = True
+    user: str | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | list[int] | str
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class SparseEmbedding(BaseModel):
+    object: Literal["sparse_embedding"] = "sparse_embedding"
+    index: int
+    indices: list[int]
+    values: list[float]
+    tokens: list[str] | None = None
+
+
+class SparseResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SparseEmbedding]
+    model: str
+    usage: Usage
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankItem(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    results: list[RerankItem]
+    usage: Usage
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    type: str
+    engine: str
+    source: str
+    loaded: bool
+    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    error: str | None
+    device: str
+    dimension: int | None
+    max_length: int | None
+    prompts: list[str]
+    default_prompt: str | None
+    preload: bool
+    trust_remote_code: bool
+    description: str | None
+    load_seconds: float | None
+
+
+class OpenAIModel(ModelInfo):
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    total: int
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded"]
+    total_models: int
+    loaded_models: int
+    startup_complete: bool
+    failed_models: list[str]

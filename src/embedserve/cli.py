@@ -1,0 +1,154 @@
+"""Command line: ``embedserve serve | models | --version``. The only reader of argv.
+
+Settings come from flags over ``EMBEDSERVE_*`` environment variables over defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from embedserve import __version__
+from embedserve.catalog import Catalog, load_catalog, resolve_source
+from embedserve.errors import CatalogError
+from embedserve.settings import Settings
+
+log = logging.getLogger("embedserve")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedserve",
+        description="Serve dense embeddings, sparse embeddings and reranking for the models in models.yaml.",
+        epilog="Every flag has an environment variable (EMBEDSERVE_HOST, EMBEDSERVE_PORT, EMBEDSERVE_CONFIG, "
+        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_CORS_ORIGINS, ...); flags win.",
+    )
+    parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the catalogue over HTTP")
+    serve.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: 7860)")
+    serve.add_argument(
+        "--lazy",
+        action="store_true",
+        default=None,
+        help="load no model at start-up; each loads on its first request",
+    )
+    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: info")
+    serve.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
+
+    models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
+    models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = ("config", "host", "port", "lazy", "log_level", "cors_origins")
+    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in keys}
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str) -> int:
+    print(f"embedserve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        settings = _settings(args)
+        if args.command == "models":
+            return _models(load_catalog(settings.config, check_sources=False))
+        return _serve(settings, load_catalog(settings.config))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return _fail(f"setting {field} (EMBEDSERVE_{field.upper()}): {first['msg']}")
+    except CatalogError as exc:
+        return _fail(exc.message)
+
+
+def _models(catalog: Catalog) -> int:
+    base = catalog.path.parent if catalog.path else Path.cwd()
+    rows = [("ID", "TYPE", "ENGINE", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
+    for entry in catalog.entries.values():
+        spec = entry.spec
+        try:
+            source = resolve_source(spec.name, base)
+            kind, status = source.describe(), "yes"
+            if source.kind == "hub":
+                status = "cached" if _hub_cached(source.location, spec.revision) else "needs hub access"
+        except ValueError as exc:
+            kind, status = "-", f"no: {exc}"
+        rows.append(
+            (
+                entry.id,
+                spec.type,
+                spec.engine_name,
+                "yes" if spec.trust_remote_code else "no",
+                kind,
+                status,
+                spec.name,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _hub_cached(repo_id: str, revision: str | None) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:
+        return False
+
+
+def _serve(settings: Settings, catalog: Catalog) -> int:
+    import uvicorn
+
+    from embedserve.api import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with whatever handler was there
+    # before it: make that a no-op so a clean shutdown ends with exit status 0, not 143 or a traceback.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    app = create_app(settings, catalog)
+    log.info(
+        "embedserve %s: %d models from %s on http://%s:%d",
+        __version__,
+        len(catalog.entries),
+        settings.config,
+        settings.host,
+        settings.port,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0

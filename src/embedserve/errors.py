@@ -1,0 +1,69 @@
+"""The domain error tree. No HTTP here: ``api/errors.py`` maps each class to a status
+and renders it in the dialect of the route that raised it.
+
+    EmbedServeError                 base of everything a client or operator can be told
+    ├── CatalogError                models.yaml is wrong (start-up only, never a response)
+    ├── InvalidInput        (422)   a request field has a bad value
+    │   └── InputTooLong    (422)   an input exceeds max_length and truncation is off
+    ├── LimitExceeded       (413)   too many inputs or characters for a configured limit
+    ├── ModelNotFound       (404)   no model with this id in the catalogue
+    ├── WrongModelType      (400)   the model exists but serves another task
+    ├── ModelUnavailable    (503)   the model failed to load or was unloaded
+    └── InferenceFailed     (500)   the engine raised; the client gets a generic message
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EmbedServeError(Exception):
+    """Base class. ``message`` is safe to show to a client; ``param`` names the field."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class CatalogError(EmbedServeError):
+    """The catalogue cannot be used; the message names the model id, field and what is allowed."""
+
+    code = "invalid_catalog"
+
+
+class InvalidInput(EmbedServeError):
+    code = "invalid_value"
+
+
+class InputTooLong(InvalidInput):
+    code = "input_too_long"
+
+
+class LimitExceeded(EmbedServeError):
+    code = "limit_exceeded"
+
+
+class ModelNotFound(EmbedServeError):
+    code = "model_not_found"
+
+    def __init__(self, model_id: str, available: Iterable[str], *, param: str | None = "model") -> None:
+        ids = ", ".join(sorted(available)) or "(none)"
+        super().__init__(f"model '{model_id}' does not exist; available models: {ids}", param=param)
+        self.model_id = model_id
+
+
+class WrongModelType(EmbedServeError):
+    code = "wrong_model_type"
+
+
+class ModelUnavailable(EmbedServeError):
+    code = "model_unavailable"
+
+
+class InferenceFailed(EmbedServeError):
+    """The engine raised while computing a request. The cause is logged, never sent."""
+
+    code = "inference_failed"

@@ -1,0 +1,193 @@
+"""The catalogue made live: one :class:`ModelHandle` per model, with its state and worker.
+
+States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
+(with its reason); ``unload`` makes a ready model ``unloaded``, which refuses requests (503)
+until it is loaded again. A model that fails to load never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, TypeVar
+
+from embedserve.batching import ModelWorker
+from embedserve.catalog import Catalog, CatalogEntry
+from embedserve.engines.base import Engine
+from embedserve.errors import ModelNotFound, ModelUnavailable, WrongModelType
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EngineFactory = Callable[[CatalogEntry], Engine]
+
+
+class ModelState(str, Enum):
+    NOT_LOADED = "not_loaded"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+class ModelHandle:
+    """One catalogue model: its state, its engine once loaded, and the thread that runs it."""
+
+    def __init__(self, entry: CatalogEntry, factory: EngineFactory) -> None:
+        self.entry = entry
+        self.id = entry.id
+        self._factory = factory
+        self.state = ModelState.NOT_LOADED
+        self.error: str | None = None
+        self.engine: Engine | None = None
+        self.load_seconds: float | None = None
+        self.worker = ModelWorker(entry.id)
+        self._loading: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """Load the model unless it is ready; concurrent calls share one load."""
+        if self.state is ModelState.READY:
+            return
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        self.state, self.error = ModelState.LOADING, None
+        log.info("model %s: loading %s (%s)", self.id, self.entry.spec.name, self.entry.source.describe())
+        started = time.perf_counter()
+        try:
+            self.engine = await self.worker.run(lambda: self._factory(self.entry), guarded=False)
+        except Exception as exc:
+            self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("model %s: failed to load: %s", self.id, self.error)
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.state = ModelState.READY
+        log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, self.engine.device)
+
+    async def unload(self) -> None:
+        """Free the weights; requests get 503 until the model is loaded again."""
+        if self._loading is not None and not self._loading.done():
+            await asyncio.shield(self._loading)
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await self.worker.run(engine.close, guarded=False)
+        self.state, self.error = ModelState.UNLOADED, None
+        log.info("model %s: unloaded", self.id)
+
+    async def ready_engine(self) -> Engine:
+        """The engine for a request: loads a lazy model, waits for one loading, else 503."""
+        if self.state in (ModelState.NOT_LOADED, ModelState.LOADING):
+            await self.load()
+        if self.state is ModelState.READY and self.engine is not None:
+            return self.engine
+        if self.state is ModelState.FAILED:
+            raise ModelUnavailable(f"model '{self.id}' failed to load: {self.error}", param="model")
+        raise ModelUnavailable(
+            f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
+        )
+
+    async def run(self, fn: Callable[[Engine], T]) -> T:
+        """Run ``fn(engine)`` in this model's thread."""
+        engine = await self.ready_engine()
+        return await self.worker.run(lambda: fn(engine))
+
+    def info(self) -> dict[str, Any]:
+        spec = self.entry.spec
+        engine = self.engine
+        return {
+            "id": self.id,
+            "name": spec.name,
+            "type": spec.type,
+            "engine": spec.engine_name,
+            "source": self.entry.source.kind,
+            "loaded": self.state is ModelState.READY,
+            "state": self.state.value,
+            "error": self.error,
+            "device": engine.device if engine else spec.device,
+            "dimension": engine.dimension if engine else None,
+            "max_length": engine.max_length if engine else spec.max_length,
+            "prompts": sorted(spec.prompts),
+            "default_prompt": spec.default_prompt,
+            "preload": spec.preload,
+            "trust_remote_code": spec.trust_remote_code,
+            "description": spec.description,
+            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
+        }
+
+
+class Registry:
+    """All catalogue models by id; lookup by id and task, start-up preload, shutdown."""
+
+    def __init__(self, catalog: Catalog, factory: EngineFactory | None = None) -> None:
+        if factory is None:
+            from embedserve.engines import create_engine
+
+            factory = create_engine
+        self.catalog = catalog
+        self.models = {e.id: ModelHandle(e, factory) for e in catalog.entries.values()}
+        self.startup_complete = False
+        self._preload: asyncio.Task[None] | None = None
+
+    def start(self, *, lazy: bool) -> None:
+        """Preload (in the background, in catalogue order) every model marked ``preload``."""
+        wanted = [] if lazy else [m for m in self.models.values() if m.entry.spec.preload]
+        self._preload = asyncio.create_task(self._preload_all(wanted))
+
+    async def _preload_all(self, handles: list[ModelHandle]) -> None:
+        for handle in handles:
+            await handle.load()
+        self.startup_complete = True
+
+    async def wait_started(self) -> None:
+        if self._preload is not None:
+            await asyncio.shield(self._preload)
+
+    def get(self, model_id: str) -> ModelHandle:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise ModelNotFound(model_id, self.models, param=None) from None
+
+    def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
+        """The model a request names (or the first of ``model_type``), checked to serve that type."""
+        if model_id is None:
+            for handle in self.models.values():
+                if handle.entry.spec.type == model_type:
+                    return handle
+            raise ModelNotFound(f"(default {model_type} model)", self.models)
+        found = self.models.get(model_id)
+        if found is None:
+            raise ModelNotFound(model_id, self.models)
+        handle = found
+        if handle.entry.spec.type != model_type:
+            same = [m.id for m in self.models.values() if m.entry.spec.type == model_type]
+            raise WrongModelType(
+                f"model '{model_id}' is of type {handle.entry.spec.type}; this endpoint needs a model of type "
+                f"{model_type}: {', '.join(same) or '(none in the catalogue)'}",
+                param="model",
+            )
+        return handle
+
+    def health(self) -> dict[str, Any]:
+        states = [m.state for m in self.models.values()]
+        failed = [m.id for m in self.models.values() if m.state is ModelState.FAILED]
+        return {
+            "status": "degraded" if failed else "healthy",
+            "total_models": len(states),
+            "loaded_models": sum(s is ModelState.READY for s in states),
+            "startup_complete": self.startup_complete,
+            "failed_models": failed,
+        }
+
+    async def close(self) -> None:
+        if self._preload is not None and not self._preload.done():
+            self._preload.cancel()
+        for handle in self.models.values():
+            engine, handle.engine = handle.engine, None
+            if engine is not None:
+                engine.close()
+            handle.worker.close()

