@@ -1,0 +1,41 @@
+"""Concurrent requests to one model and to several are safe and give the sequential answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+REQUESTS: list[tuple[str, dict[str, Any]]] = (
+    [
+        ("/api/v1/embeddings", {"model": "tiny-dense", "input": [f"text number {i}" for i in range(i % 5 + 1)]})
+        for i in range(12)
+    ]
+    + [("/api/v1/embed_sparse", {"model": "tiny-sparse", "input": [f"sparse {i}", "shared words"]}) for i in range(6)]
+    + [
+        ("/api/v1/rerank", {"model": "tiny-rerank", "query": f"query {i}", "documents": ["a", "b", f"c {i}"]})
+        for i in range(6)
+    ]
+)
+
+
+async def test_concurrent_equals_sequential(client: httpx.AsyncClient) -> None:
+    sequential = [(await client.post(path, json=body)).json() for path, body in REQUESTS]
+    responses = await asyncio.gather(*(client.post(path, json=body) for path, body in REQUESTS * 2))
+    assert all(r.status_code == 200 for r in responses)
+    concurrent = [r.json() for r in responses]
+    assert concurrent == sequential * 2
+
+
+async def test_health_answers_while_models_compute(client: httpx.AsyncClient) -> None:
+    work = [
+        asyncio.ensure_future(client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": ["x"] * 16}))
+        for _ in range(8)
+    ]
+    health = await client.get("/health")
+    assert health.status_code == 200
+    assert all(r.status_code == 200 for r in await asyncio.gather(*work))
