@@ -191,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result["pairs"] != EXPECTED_PAIRS:
         print(f"warning: expected {EXPECTED_PAIRS} pairs, read {result['pairs']}", file=sys.stderr)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
