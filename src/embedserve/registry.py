@@ -1,4 +1,8 @@
-"""The catalogue made live: one :class:`ModelHandle` per model, with its state and worker.
+"""The catalogue made live: one :class:`ModelHandle` per model, with its state and batcher.
+
+A request reaches a model in two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer
+threads, announced to the batcher so a short queue waits for it) and
+:meth:`ModelHandle.submit` (the model's batch queue). Loading runs in a thread of its own.
 
 States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
 (with its reason); ``unload`` makes a ready model ``unloaded``, which refuses requests (503)
@@ -9,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Any, TypeVar
 
-from embedserve.batching import ModelWorker
+from embedserve.batching import Batcher, BatchLimits
 from embedserve.catalog import Catalog, CatalogEntry
-from embedserve.engines.base import Engine
-from embedserve.errors import ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.engines.base import Engine, Tokens
+from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,17 +39,25 @@ class ModelState(str, Enum):
 
 
 class ModelHandle:
-    """One catalogue model: its state, its engine once loaded, and the thread that runs it."""
+    """One catalogue model: its state, its engine once loaded, and its batcher."""
 
-    def __init__(self, entry: CatalogEntry, factory: EngineFactory) -> None:
+    def __init__(
+        self,
+        entry: CatalogEntry,
+        factory: EngineFactory,
+        tokenizer_pool: ThreadPoolExecutor,
+        device_lock: Callable[[str], threading.Lock],
+    ) -> None:
         self.entry = entry
         self.id = entry.id
         self._factory = factory
+        self._tokenizer_pool = tokenizer_pool
+        self._device_lock = device_lock
         self.state = ModelState.NOT_LOADED
         self.error: str | None = None
         self.engine: Engine | None = None
+        self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
-        self.worker = ModelWorker(entry.id)
         self._loading: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -59,23 +73,29 @@ class ModelHandle:
         log.info("model %s: loading %s (%s)", self.id, self.entry.spec.name, self.entry.source.describe())
         started = time.perf_counter()
         try:
-            self.engine = await self.worker.run(lambda: self._factory(self.entry), guarded=False)
+            engine = await asyncio.to_thread(self._factory, self.entry)
         except Exception as exc:
             self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("model %s: failed to load: %s", self.id, self.error)
             return
+        limits = BatchLimits(**self.entry.spec.batching.model_dump())
+        self.engine = engine
+        self.batcher = Batcher(self.id, engine.forward, limits, self._device_lock(engine.device))
         self.load_seconds = time.perf_counter() - started
         self.state = ModelState.READY
-        log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, self.engine.device)
+        log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, engine.device)
 
     async def unload(self) -> None:
         """Free the weights; requests get 503 until the model is loaded again."""
         if self._loading is not None and not self._loading.done():
             await asyncio.shield(self._loading)
         engine, self.engine = self.engine, None
-        if engine is not None:
-            await self.worker.run(engine.close, guarded=False)
+        batcher, self.batcher = self.batcher, None
         self.state, self.error = ModelState.UNLOADED, None
+        if batcher is not None:
+            batcher.close()
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
         log.info("model %s: unloaded", self.id)
 
     async def ready_engine(self) -> Engine:
@@ -90,10 +110,24 @@ class ModelHandle:
             f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
         )
 
-    async def run(self, fn: Callable[[Engine], T]) -> T:
-        """Run ``fn(engine)`` in this model's thread."""
-        engine = await self.ready_engine()
-        return await self.worker.run(lambda: fn(engine))
+    async def tokenize(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
+        batcher = self.batcher
+        if batcher is None:
+            await self.ready_engine()
+            batcher = self.batcher
+            assert batcher is not None, "a ready model has a batcher. This is a bug."
+        with batcher.incoming():
+            return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        """Queue the units for the model's forward passes; one output per unit, in order."""
+        batcher = self.batcher
+        if batcher is None:
+            await self.ready_engine()  # raises 503 for an unloaded or failed model
+            batcher = self.batcher
+            assert batcher is not None, "a ready model has a batcher. This is a bug."
+        return await batcher.submit(units)
 
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
@@ -115,6 +149,8 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
+            "batching": spec.batching.model_dump(),
+            "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
         }
 
@@ -122,13 +158,17 @@ class ModelHandle:
 class Registry:
     """All catalogue models by id; lookup by id and task, start-up preload, shutdown."""
 
-    def __init__(self, catalog: Catalog, factory: EngineFactory | None = None) -> None:
+    def __init__(self, catalog: Catalog, factory: EngineFactory | None = None, *, tokenizer_threads: int = 1) -> None:
         if factory is None:
             from embedserve.engines import create_engine
 
             factory = create_engine
         self.catalog = catalog
-        self.models = {e.id: ModelHandle(e, factory) for e in catalog.entries.values()}
+        self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="tokenize")
+        self._device_locks: dict[str, threading.Lock] = {}
+        self.models = {
+            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_lock) for e in catalog.entries.values()
+        }
         self.startup_complete = False
         self._preload: asyncio.Task[None] | None = None
 
@@ -145,6 +185,10 @@ class Registry:
     async def wait_started(self) -> None:
         if self._preload is not None:
             await asyncio.shield(self._preload)
+
+    def device_lock(self, device: str) -> threading.Lock:
+        """One lock per device: one forward pass at a time on it, across models."""
+        return self._device_locks.setdefault(device, threading.Lock())
 
     def get(self, model_id: str) -> ModelHandle:
         try:
@@ -188,6 +232,20 @@ class Registry:
             self._preload.cancel()
         for handle in self.models.values():
             engine, handle.engine = handle.engine, None
+            batcher, handle.batcher = handle.batcher, None
+            if batcher is not None:
+                batcher.close()
             if engine is not None:
                 engine.close()
-            handle.worker.close()
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _guarded(model_id: str, fn: Callable[[], T]) -> T:
+    """Domain errors as they are; anything else logged and answered with a generic 500."""
+    try:
+        return fn()
+    except EmbedServeError:
+        raise
+    except Exception as exc:
+        log.exception("model %s: tokenization failed", model_id)
+        raise InferenceFailed(f"model '{model_id}' failed to tokenize this request") from exc

@@ -30,7 +30,12 @@ class Settings(BaseSettings):
     )
     max_inputs: PositiveInt = Field(default=2048, description="inputs (or rerank documents) per request")
     max_input_chars: PositiveInt = Field(default=100_000, description="characters per input text")
-    torch_threads: PositiveInt | None = Field(default=None, description="torch intra-op threads; default: torch's own")
+    torch_threads: PositiveInt | None = Field(
+        default=None, description="torch intra-op threads; default: torch's own (the physical cores)"
+    )
+    tokenizer_threads: PositiveInt = Field(
+        default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -1,21 +1,21 @@
 """The three tasks (dense, sparse, rerank) on top of the registry, free of HTTP.
 
-Each task checks its inputs against the configured limits, resolves the prompt, counts tokens
-with the model's tokenizer (usage, and the over-long check when truncation is off), runs the
-engine in the model's thread, and post-processes the arrays. Dialects in ``api/`` only map
-their wire fields onto these calls.
+Each task checks its inputs against the configured limits, resolves the prompt, tokenizes
+once (the counts give usage and the over-long check when truncation is off; the truncated ids
+go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
+``api/`` only map their wire fields onto these calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from embedserve.catalog import ModelSpec
-from embedserve.engines.base import DenseEngine, Engine, RerankEngine, SparseEngine, SparseVector
+from embedserve.engines.base import DenseEngine, RerankEngine, Side, SparseEngine, SparseVector, Tokens
 from embedserve.errors import InputTooLong, InvalidInput, LimitExceeded
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
@@ -70,22 +70,23 @@ def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None)
     return spec.prompts[spec.default_prompt] if spec.default_prompt else None
 
 
-def used_tokens(counts: Sequence[int], max_length: int, truncate: bool, param: str, model_id: str) -> int:
-    """Tokens the model reads: truncated to ``max_length``, or an error when truncation is off."""
+def used_tokens(
+    units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
+) -> int:
+    """Tokens the model reads (after truncation), or an error naming an over-long input when truncation is off."""
     if not truncate:
-        for i, n in enumerate(counts):
-            if n > max_length:
-                where = param if param == "query" else f"{param}[{i}]"
+        for i, unit in enumerate(units):
+            if unit.original > max_length:
                 raise InputTooLong(
-                    f"{where} has {n} tokens; model '{model_id}' reads at most {max_length} "
+                    f"{where(i)} has {unit.original} tokens; model '{model_id}' reads at most {max_length} "
                     "(truncate is false: shorten the input or allow truncation)",
-                    param=where,
+                    param=where(i),
                 )
-    return sum(min(n, max_length) for n in counts)
+    return sum(unit.cost for unit in units)
 
 
-def _with_prompt(texts: Sequence[str], prompt: str | None) -> Sequence[str]:
-    return [prompt + t for t in texts] if prompt else texts
+def _item(param: str) -> Callable[[int], str]:
+    return lambda i: f"{param}[{i}]"
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class EmbedOptions:
     precision: Precision = "float32"
     dimensions: int | None = None
     truncate: bool = True
+    truncation_direction: Side = "right"
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,10 @@ async def embed(
             param="dimensions",
         )
 
-    def job(engine: Engine) -> tuple[npt.NDArray[np.float32], int]:
-        assert isinstance(engine, DenseEngine)
-        counts = engine.count_tokens(_with_prompt(texts, prompt))
-        tokens = used_tokens(counts, engine.max_length, options.truncate, param, handle.id)
-        return engine.embed(texts, prompt), tokens
-
-    vectors, tokens = await handle.run(job)
+    assert isinstance(engine, DenseEngine)
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction))
+    tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
+    vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
     if options.dimensions is not None:
         vectors = np.ascontiguousarray(vectors[:, : options.dimensions])
     unit = spec.normalize if options.normalize is None else options.normalize
@@ -150,6 +149,7 @@ async def embed_sparse(
     top_k: int | None = None,
     return_tokens: bool = False,
     truncate: bool = True,
+    truncation_direction: Side = "right",
     limits: Limits,
     param: str = "input",
 ) -> SparseResult:
@@ -157,15 +157,13 @@ async def embed_sparse(
     check_texts(texts, limits, spec, param)
     resolved = resolve_prompt(spec, prompt, prompt_name)
 
-    def job(engine: Engine) -> SparseResult:
-        assert isinstance(engine, SparseEngine)
-        counts = engine.count_tokens(_with_prompt(texts, resolved))
-        tokens = used_tokens(counts, engine.max_length, truncate, param, handle.id)
-        vectors = [_top_k(v, top_k) for v in engine.embed_sparse(texts, resolved)]
-        terms = [engine.tokens(v.indices) for v in vectors] if return_tokens else None
-        return SparseResult(vectors, tokens, terms)
-
-    return await handle.run(job)
+    engine = await handle.ready_engine()
+    assert isinstance(engine, SparseEngine)
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
+    tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
+    vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
+    terms = [engine.tokens(v.indices) for v in vectors] if return_tokens else None
+    return SparseResult(vectors, tokens, terms)
 
 
 def _top_k(vector: SparseVector, k: int | None) -> SparseVector:
@@ -189,19 +187,23 @@ async def rerank(
     *,
     top_n: int | None = None,
     truncate: bool = True,
+    truncation_direction: Side = "right",
     limits: Limits,
 ) -> RerankResult:
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, "documents")
 
-    def job(engine: Engine) -> RerankResult:
-        assert isinstance(engine, RerankEngine)
-        query_tokens, counts = engine.count_pair_tokens(query, documents)
-        tokens = used_tokens([query_tokens], engine.max_length, truncate, "query", handle.id) if query_tokens else 0
-        tokens += used_tokens(counts, engine.max_length, truncate, "documents", handle.id)
-        scores = engine.score(query, documents)
-        order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-        return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+    engine = await handle.ready_engine()
+    assert isinstance(engine, RerankEngine)
+    prepared = await handle.tokenize(lambda: engine.encode_pairs(query, documents, truncation_direction))
+    n_query = prepared.query_units
 
-    return await handle.run(job)
+    def where(i: int) -> str:
+        return "query" if i < n_query else f"documents[{i - n_query}]"
+
+    tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
+    outputs = await handle.submit(prepared.units)
+    scores = engine.scores(np.stack(outputs), n_query)
+    order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
+    return RerankResult(order[:top_n] if top_n else order, scores, tokens)

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from helpers.server import ROOT
 from helpers.tiny_models import tiny_catalog_data
 
@@ -19,9 +20,7 @@ LIMITS = {"max_inputs": 16, "max_input_chars": 2000}
 
 
 @pytest.fixture(scope="module")
-async def client(
-    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
+def app(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     broken = tmp_path_factory.mktemp("broken-model")  # a directory with no weights: fails to load
     (broken / "config.json").write_text("{}")
     data = tiny_catalog_data(
@@ -29,6 +28,12 @@ async def client(
         **{
             "broken": {"name": str(broken), "type": "embeddings", "device": "cpu"},
             "lazy-dense": {"name": str(tiny_models["dense"]), "type": "embeddings", "device": "cpu", "preload": False},
+            "queued": {
+                "name": str(tiny_models["dense"]),
+                "type": "embeddings",
+                "device": "cpu",
+                "batching": {"max_queue": 4, "max_wait_ms": 0},
+            },
             "capped": {
                 "name": str(tiny_models["dense"]),
                 "type": "embeddings",
@@ -40,7 +45,11 @@ async def client(
             },
         },
     )
-    app = create_app(Settings(**LIMITS), parse_catalog(data, ROOT))
+    return create_app(Settings(**LIMITS), parse_catalog(data, ROOT))
+
+
+@pytest.fixture(scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:

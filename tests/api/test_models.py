@@ -10,7 +10,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_listing_has_the_seed_fields_and_more(client: httpx.AsyncClient) -> None:
     body = (await client.get("/api/v1/models")).json()
-    assert body["total"] == len(body["models"]) == 7
+    assert body["total"] == len(body["models"]) == 8
     by_id = {m["id"]: m for m in body["models"]}
     dense = by_id["tiny-dense"]
     assert {k: dense[k] for k in ("type", "engine", "loaded", "state", "dimension", "device")} == {
@@ -34,8 +34,8 @@ async def test_failed_model_shows_its_reason_while_others_serve(client: httpx.As
     health = (await client.get("/health")).json()
     assert health == {
         "status": "degraded",
-        "total_models": 7,
-        "loaded_models": 5,
+        "total_models": 8,
+        "loaded_models": 6,
         "startup_complete": True,
         "failed_models": ["broken"],
     }

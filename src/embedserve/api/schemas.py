@@ -142,6 +142,23 @@ class RerankResponse(BaseModel):
     usage: Usage
 
 
+class BatchingInfo(BaseModel):
+    """The model's dynamic batching limits (models.yaml ``batching:``)."""
+
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_ms: float
+    max_queue: int
+
+
+class BatchStats(BaseModel):
+    """Live counters of the model's batcher since it was loaded."""
+
+    queue_depth: int
+    batches: int
+    inputs_computed: int
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
@@ -160,6 +177,8 @@ class ModelInfo(BaseModel):
     trust_remote_code: bool
     description: str | None
     load_seconds: float | None
+    batching: BatchingInfo
+    stats: BatchStats
 
 
 class OpenAIModel(ModelInfo):

@@ -1,13 +1,17 @@
 """The engine contract: what the registry and batching layers may ask of a loaded model.
 
-An engine is built (and its weights loaded) by its constructor, which blocks and runs in a
-worker thread. After that, every method is called from one worker thread at a time per model,
-so an engine needs no locking of its own. Inputs arrive already checked (non-empty strings,
-within limits) and with any prompt already chosen; engines return numpy arrays and never
-raise for a well-formed input. ``close`` frees the weights.
+A model's work goes through three stages, each on its own thread:
 
-Token counts include the model's special tokens and are not truncated: the caller compares
-them with ``max_length`` to report usage and to refuse over-long inputs when asked.
+1. ``encode_texts`` / ``encode_pairs`` (the request's tokenizer thread): texts become
+   :class:`Tokens` units, tokenized once, with their untruncated count. Safe to call from
+   several threads at once.
+2. ``forward`` (the model's batch thread, one call at a time): a batch of units, possibly
+   from many requests, becomes one output per unit, in order.
+3. post-processing (the request, in numpy): normalization, quantization, rerank scores.
+
+The constructor loads the weights (it blocks; it runs in a worker thread). Inputs arrive
+checked (non-empty strings within limits, prompt already chosen); engines never raise for a
+well-formed input. ``close`` frees the weights.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
+
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+
+__all__ = ["DenseEngine", "Engine", "RerankEngine", "RerankUnits", "Side", "SparseEngine", "SparseVector", "Tokens"]
 
 
 @dataclass(frozen=True)
@@ -32,42 +41,66 @@ class SparseVector:
 
 
 class Engine(ABC):
-    """Common to all engines: the token limit, token counting and release."""
+    """Common to all engines: the tokenizer, the token limit, the forward pass and release."""
 
+    tokenizer: TextTokenizer
     max_length: int
     dimension: int | None = None
     device: str = "cpu"
 
     @abstractmethod
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before truncation."""
+    def forward(self, batch: Sequence[Tokens]) -> Any:
+        """One output per unit, in the batch's order (an array's rows, or a list)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the weights; the engine is not used again."""
 
 
-class DenseEngine(Engine):
-    @abstractmethod
-    def embed(self, texts: Sequence[str], prompt: str | None) -> FloatArray:
-        """(len(texts), dimension) float32, as the model outputs them (no extra normalization)."""
+class TextEngine(Engine):
+    """Dense and sparse engines: one unit per text, the prompt read in front of it."""
+
+    def encode_texts(self, texts: Sequence[str], prompt: str | None, side: Side = "right") -> list[Tokens]:
+        inputs = [prompt + t for t in texts] if prompt else list(texts)
+        return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt))
+
+    def prompt_group(self, prompt: str | None) -> int:
+        """Units whose pooling depends on the prompt (it is left out) batch only with their own."""
+        return 0
 
 
-class SparseEngine(Engine):
+class DenseEngine(TextEngine):
     @abstractmethod
-    def embed_sparse(self, texts: Sequence[str], prompt: str | None) -> list[SparseVector]:
-        """One sparse vector per text."""
+    def forward(self, batch: Sequence[Tokens]) -> FloatArray:
+        """(len(batch), dimension) float32, as the model outputs them (no extra normalization)."""
 
+
+class SparseEngine(TextEngine):
     @abstractmethod
+    def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
+        """One sparse vector per unit."""
+
     def tokens(self, indices: IntArray) -> list[str]:
         """Vocabulary strings of the given indices."""
+        return self.tokenizer.convert_ids_to_tokens([int(i) for i in indices])
+
+
+@dataclass(frozen=True)
+class RerankUnits:
+    """The units a rerank request needs: ``query_units`` query-only units, then one per document."""
+
+    units: list[Tokens]
+    query_units: int
 
 
 class RerankEngine(Engine):
     @abstractmethod
-    def count_pair_tokens(self, query: str, documents: Sequence[str]) -> tuple[int, list[int]]:
-        """Tokens before truncation: (the query's when it is encoded on its own, else 0; each
-        document's unit of work, the query included where the model reads them together)."""
+    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
+        """The units to compute for this query and its documents."""
 
     @abstractmethod
-    def score(self, query: str, documents: Sequence[str]) -> FloatArray:
-        """Relevance of each document to the query; higher is more relevant."""
+    def forward(self, batch: Sequence[Tokens]) -> FloatArray:
+        """One row (or one score) per unit."""
+
+    @abstractmethod
+    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
+        """Relevance of each document, from the forward outputs of one request's units."""

@@ -1,5 +1,10 @@
 """Engines on sentence-transformers (torch): dense, sparse (SPLADE), cross-encoder and the
-bi-encoder "similarity" reranker."""
+bi-encoder "similarity" reranker.
+
+The library loads the model; embedserve tokenizes (see ``tokenization``) and calls the
+model's own ``forward`` on padded tensors, so the outputs equal ``encode``/``predict`` while
+each text is tokenized only once and batches can mix requests.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
+from sentence_transformers.util import select_max_active_dims
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import (
     DenseEngine,
     FloatArray,
-    IntArray,
     RerankEngine,
+    RerankUnits,
     SparseEngine,
     SparseVector,
 )
+from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 
 log = logging.getLogger(__name__)
-BATCH_SIZE = 32
 
 
 def resolve_device(device: str) -> str:
@@ -54,42 +60,60 @@ def _position_limit(model: Any) -> int | None:
     return int(limit) if isinstance(limit, int) else None
 
 
-class _TokenCounter:
-    """Counts tokens with the model's own tokenizer, special tokens included, untruncated."""
+class _STModel:
+    """Forward passes through a sentence-transformers model on padded tensors."""
 
-    tokenizer: Any
+    model: Any
+    tokenizer: TextTokenizer
+    device: str
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        encoded = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=False,
-            verbose=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+    def _attach(self, model: Any, max_length: int) -> None:
+        self.model = model
+        self.model.eval()
+        self.device = str(model.device)
+        self.max_length = max_length
+        self.tokenizer = TextTokenizer(model.tokenizer, max_length)
+        names = getattr(model.tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"]
+        self._inputs = {"input_ids", "attention_mask", *names} & {"input_ids", "attention_mask", "token_type_ids"}
+
+    def _features(self, batch: Sequence[Tokens]) -> dict[str, Any]:
+        arrays = self.tokenizer.pad(batch)
+        features: dict[str, Any] = {
+            k: torch.from_numpy(v).to(self.device) for k, v in arrays.items() if k in self._inputs
+        }
+        if batch[0].group:
+            features["prompt_length"] = batch[0].group
+        return features
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
 
 
-class _BiEncoder(_TokenCounter):
+class _BiEncoder(_STModel):
     """Shared loading of SentenceTransformer and SparseEncoder models."""
 
-    model: Any  # SentenceTransformer or SparseEncoder
-
     def _setup(self, model: Any, entry: CatalogEntry) -> None:
-        self.model = model
-        self.tokenizer = model.tokenizer
-        self.device = str(model.device)
         if entry.spec.max_length is not None:
             limit = _position_limit(model[0])
             if limit is not None and entry.spec.max_length > limit:
                 raise ValueError(f"max_length {entry.spec.max_length} exceeds the model's {limit} positions")
             model.max_seq_length = entry.spec.max_length
-        self.max_length = int(model.max_seq_length or _position_limit(model[0]) or 512)
+        self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
+        self._prompt_excluded = any(getattr(m, "include_prompt", True) is False for m in model)
 
-    def close(self) -> None:
-        del self.model
-        gc.collect()
+    def prompt_group(self, prompt: str | None) -> int:
+        """The prompt's length in tokens (without a trailing special token) when pooling leaves it out."""
+        if not prompt or not self._prompt_excluded:
+            return 0
+        ids = self.tokenizer.encode([prompt])[0].ids
+        special = set(getattr(self.model.tokenizer, "all_special_ids", ()))
+        return len(ids) - 1 if ids and ids[-1] in special else len(ids)
+
+    def _embed(self, batch: Sequence[Tokens]) -> torch.Tensor:
+        with torch.inference_mode():
+            out: torch.Tensor = self.model(self._features(batch))["sentence_embedding"]
+            return out
 
 
 class STDenseEngine(_BiEncoder, DenseEngine):
@@ -97,16 +121,8 @@ class STDenseEngine(_BiEncoder, DenseEngine):
         self._setup(SentenceTransformer(entry.source.location, **_load_kwargs(entry)), entry)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
 
-    def embed(self, texts: Sequence[str], prompt: str | None) -> FloatArray:
-        with torch.inference_mode():
-            out = self.model.encode(
-                list(texts),
-                prompt=prompt,
-                batch_size=BATCH_SIZE,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(out, dtype=np.float32)
+    def forward(self, batch: Sequence[Tokens]) -> FloatArray:
+        return self._embed(batch).float().cpu().numpy()
 
 
 class STSparseEngine(_BiEncoder, SparseEngine):
@@ -114,76 +130,56 @@ class STSparseEngine(_BiEncoder, SparseEngine):
         self._setup(SparseEncoder(entry.source.location, **_load_kwargs(entry)), entry)
         # the vocabulary, not the hidden size that get_embedding_dimension reports for MLM models
         config = getattr(self.model[0], "auto_model", None)
-        self.dimension = int(getattr(getattr(config, "config", None), "vocab_size", 0) or len(self.tokenizer))
+        self.dimension = int(getattr(getattr(config, "config", None), "vocab_size", 0) or len(self.model.tokenizer))
+        self.max_active_dims: int | None = getattr(self.model, "max_active_dims", None)
 
-    def embed_sparse(self, texts: Sequence[str], prompt: str | None) -> list[SparseVector]:
+    def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
+        kwargs = {} if self.max_active_dims is None else {"max_active_dims": self.max_active_dims}
         with torch.inference_mode():
-            out = self.model.encode(
-                list(texts),
-                prompt=prompt,
-                batch_size=BATCH_SIZE,
-                convert_to_sparse_tensor=True,
-                show_progress_bar=False,
-            )
-            coo = out.coalesce().cpu()  # coalesced: sorted by row, then column
-            rows = coo.indices()[0].numpy()
-            cols = coo.indices()[1].numpy().astype(np.int64)
-            values = coo.values().numpy().astype(np.float32)
-        bounds = np.searchsorted(rows, np.arange(len(texts) + 1))
-        return [
-            SparseVector(cols[bounds[i] : bounds[i + 1]], values[bounds[i] : bounds[i + 1]]) for i in range(len(texts))
-        ]
-
-    def tokens(self, indices: IntArray) -> list[str]:
-        return [str(t) for t in self.tokenizer.convert_ids_to_tokens([int(i) for i in indices])]
+            dense = self.model(self._features(batch), **kwargs)["sentence_embedding"]
+            if self.max_active_dims is not None:
+                dense = select_max_active_dims(dense, max_active_dims=self.max_active_dims)
+            rows = dense.float().cpu().numpy()
+        out = []
+        for row in rows:
+            indices = np.flatnonzero(row)
+            out.append(SparseVector(indices.astype(np.int64), row[indices].astype(np.float32)))
+        return out
 
 
-class CrossEncoderEngine(_TokenCounter, RerankEngine):
+class CrossEncoderEngine(_STModel, RerankEngine):
     """A real reranker: the query and each document go through the model together."""
 
     def __init__(self, entry: CatalogEntry) -> None:
         kwargs = _load_kwargs(entry)
         if entry.spec.max_length is not None:
             kwargs["max_length"] = entry.spec.max_length
-        self.model = CrossEncoder(entry.source.location, **kwargs)
-        if self.model.num_labels != 1:
-            raise ValueError(f"a reranker needs one output label; this model has {self.model.num_labels}")
-        self.tokenizer = self.model.tokenizer
-        self.device = str(self.model.device)
-        self.max_length = int(self.model.max_seq_length or _position_limit(self.model[0]) or 512)
+        model = CrossEncoder(entry.source.location, **kwargs)
+        if model.num_labels != 1:
+            raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
+        self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
 
-    def count_pair_tokens(self, query: str, documents: Sequence[str]) -> tuple[int, list[int]]:
-        encoded = self.tokenizer(
-            [query] * len(documents),
-            list(documents),
-            add_special_tokens=True,
-            truncation=False,
-            verbose=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return 0, [len(ids) for ids in encoded["input_ids"]]
+    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
+        return RerankUnits(self.tokenizer.encode_pairs(query, documents, side), query_units=0)
 
-    def score(self, query: str, documents: Sequence[str]) -> FloatArray:
+    def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         with torch.inference_mode():
-            out = self.model.predict(
-                [(query, d) for d in documents],
-                batch_size=BATCH_SIZE,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(out, dtype=np.float32).reshape(len(documents))
+            scores: torch.Tensor = self.model(self._features(batch))["scores"].float()
+            if self.model.activation_fn is not None:
+                scores = self.model.activation_fn(scores)
+        out: FloatArray = scores.reshape(len(batch)).cpu().numpy()
+        return out
 
-    def close(self) -> None:
-        del self.model
-        gc.collect()
+    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
+        return np.asarray(outputs, dtype=np.float32)
 
 
 class SimilarityRerankEngine(_BiEncoder, RerankEngine):
     """Reranks with a bi-encoder: cosine of the query's and each document's embedding.
 
     Weaker than a cross-encoder, but it needs only a dense model. The catalogue's ``query``
-    and ``document`` prompts, when defined, are used for the two sides.
+    and ``document`` prompts, when defined, are used for the two sides. Units: the query,
+    then each document, each embedded on its own.
     """
 
     def __init__(self, entry: CatalogEntry) -> None:
@@ -192,26 +188,17 @@ class SimilarityRerankEngine(_BiEncoder, RerankEngine):
         self.query_prompt = entry.spec.prompts.get("query")
         self.document_prompt = entry.spec.prompts.get("document")
 
-    def count_pair_tokens(self, query: str, documents: Sequence[str]) -> tuple[int, list[int]]:
-        """The query is embedded once, on its own, and each document on its own."""
-        query_tokens = self.count_tokens([(self.query_prompt or "") + query])[0]
-        return query_tokens, self.count_tokens([(self.document_prompt or "") + d for d in documents])
+    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
+        q = self.tokenizer.encode([(self.query_prompt or "") + query], side, self.prompt_group(self.query_prompt))
+        prompt = self.document_prompt or ""
+        docs = self.tokenizer.encode([prompt + d for d in documents], side, self.prompt_group(self.document_prompt))
+        return RerankUnits(q + docs, query_units=1)
 
-    def score(self, query: str, documents: Sequence[str]) -> FloatArray:
-        with torch.inference_mode():
-            q = self.model.encode(
-                [query],
-                prompt=self.query_prompt,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-            d = self.model.encode(
-                list(documents),
-                prompt=self.document_prompt,
-                batch_size=BATCH_SIZE,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(d @ q[0], dtype=np.float32)
+    def forward(self, batch: Sequence[Tokens]) -> FloatArray:
+        vectors = self._embed(batch).float()
+        unit: FloatArray = torch.nn.functional.normalize(vectors, p=2, dim=1).cpu().numpy()
+        return unit
+
+    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
+        vectors = np.asarray(outputs, dtype=np.float32)
+        return np.asarray(vectors[query_units:] @ vectors[0], dtype=np.float32)

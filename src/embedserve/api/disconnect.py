@@ -1,0 +1,65 @@
+"""Cancel a request's work when its client goes away.
+
+Starlette does not cancel a handler whose client disconnected, so a client that gives up
+would still have its texts computed. This ASGI middleware runs each HTTP request as a task;
+once the app has read the whole body, it listens on ``receive`` for ``http.disconnect`` and
+cancels the task if it comes before the response is complete. The batcher sees the
+cancellation and drops the request's queued inputs before they reach the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class CancelOnDisconnect:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        responded = False
+
+        async def wrapped_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async def wrapped_send(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        async def run_app() -> None:
+            await self.app(scope, wrapped_receive, wrapped_send)
+
+        app_task = asyncio.create_task(run_app())
+
+        async def watch() -> None:
+            await body_read.wait()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not responded:
+                        app_task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.shield(app_task)
+        except asyncio.CancelledError:
+            if not app_task.done():  # we were cancelled ourselves (shutdown): pass it on
+                app_task.cancel()
+                raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

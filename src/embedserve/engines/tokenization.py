@@ -1,0 +1,101 @@
+"""Tokenize once: the model's own fast tokenizer, with its count, truncation and padding ours.
+
+A request's texts are tokenized once, before they are queued. The untruncated count serves
+usage and the over-long check; the truncated ids serve the batch's token budget and, padded,
+the forward pass. Truncation keeps the model's special tokens and cuts content from the end
+(``right``) or the start (``left``); pairs are cut longest-first, as transformers does.
+
+The ids equal what ``tokenizer(texts, truncation=True, max_length=...)`` gives, so the
+served vectors equal the library's own ``encode``. The two Rust tokenizers built here are
+never reconfigured after construction, so any thread may use them at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+Side = Literal["right", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One unit of model work: a text, or a query-document pair."""
+
+    ids: list[int]  # truncated to the model's max_length, special tokens included
+    type_ids: list[int]
+    original: int  # tokens before truncation, special tokens included
+    group: int = 0  # only units of the same group may share a forward pass
+
+    @property
+    def cost(self) -> int:
+        return len(self.ids)
+
+
+class TextTokenizer:
+    """Counts, truncates and pads with a Hugging Face fast tokenizer's Rust backend."""
+
+    def __init__(self, hf_tokenizer: Any, max_length: int) -> None:
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if not isinstance(backend, Tokenizer):
+            raise ValueError("the model's tokenizer is not a fast (Rust) tokenizer; embedserve needs one")
+        self.hf = hf_tokenizer
+        self.max_length = max_length
+        self._raw = Tokenizer.from_str(backend.to_str())
+        self._raw.no_truncation()
+        self._raw.no_padding()
+        self._cut = {side: self._truncating(backend, max_length, side) for side in ("right", "left")}
+        pad_id = hf_tokenizer.pad_token_id
+        self.pad_id = int(pad_id if pad_id is not None else 0)
+        self.pad_left = getattr(hf_tokenizer, "padding_side", "right") == "left"
+        self._special_single = int(self._raw.num_special_tokens_to_add(False))
+        self._special_pair = int(self._raw.num_special_tokens_to_add(True))
+
+    @staticmethod
+    def _truncating(backend: Tokenizer, max_length: int, side: str) -> Tokenizer:
+        tokenizer = Tokenizer.from_str(backend.to_str())
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
+        return tokenizer
+
+    def encode(self, texts: Sequence[str], side: Side = "right", group: int = 0) -> list[Tokens]:
+        raws = self._raw.encode_batch(list(texts), add_special_tokens=False)
+        cut = self._cut[side]
+        out = []
+        for raw in raws:
+            done = cut.post_process(raw)
+            out.append(Tokens(done.ids, done.type_ids, len(raw.ids) + self._special_single, group))
+        return out
+
+    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> list[Tokens]:
+        """One unit per document: the query and the document read together."""
+        first = self._raw.encode(query, add_special_tokens=False)
+        raws = self._raw.encode_batch(list(documents), add_special_tokens=False)
+        cut = self._cut[side]
+        out = []
+        for raw in raws:
+            done = cut.post_process(first, raw)
+            out.append(Tokens(done.ids, done.type_ids, len(first.ids) + len(raw.ids) + self._special_pair))
+        return out
+
+    def pad(self, batch: Sequence[Tokens]) -> dict[str, npt.NDArray[np.int64]]:
+        """input_ids, attention_mask and token_type_ids, padded to the longest unit."""
+        width = max(len(t.ids) for t in batch)
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
+        for row, unit in enumerate(batch):
+            n = len(unit.ids)
+            cols = slice(width - n, width) if self.pad_left else slice(0, n)
+            ids[row, cols] = unit.ids
+            mask[row, cols] = 1
+            types[row, cols] = unit.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self._raw.id_to_token(int(i)) or "" for i in ids]

@@ -1,0 +1,61 @@
+"""Batching through the app: the queue bound answers 429 with Retry-After; the listing shows limits and counters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+pytestmark = pytest.mark.anyio
+
+
+async def _until(condition: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    registry = app.state.registry
+    handle = registry.get("queued")
+    await handle.load()
+    lock = registry.device_lock(handle.engine.device)
+    lock.acquire()  # the batch thread takes a batch and waits here: the queue fills up behind it
+    try:
+        first = asyncio.ensure_future(client.post("/api/v1/embeddings", json={"model": "queued", "input": ["a"]}))
+        await _until(lambda: handle.batcher.running == 1)
+        queued = asyncio.ensure_future(
+            client.post("/api/v1/embeddings", json={"model": "queued", "input": ["b", "c", "d"]})
+        )
+        await _until(lambda: handle.batcher.queue_depth == 3)
+        refused = await client.post("/api/v1/embeddings", json={"model": "queued", "input": ["e", "f"]})
+    finally:
+        lock.release()
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["code"] == "overloaded" and error["type"] == "rate_limit_error"
+    assert "3 inputs are queued (the limit is 4)" in error["message"]
+    assert (await first).status_code == 200 and (await queued).status_code == 200
+
+
+async def test_a_request_bigger_than_the_queue_is_413_not_429(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/embeddings", json={"model": "queued", "input": ["x"] * 5})
+    assert response.status_code == 413
+    assert "queues at most 4" in response.json()["error"]["message"]
+
+
+async def test_the_listing_shows_batching_limits_and_counters(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/api/v1/models/tiny-dense")).json()["stats"]
+    response = await client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": ["a", "b", "c"]})
+    assert response.status_code == 200
+    info = (await client.get("/api/v1/models/tiny-dense")).json()
+    assert info["batching"] == {"max_batch_size": 32, "max_batch_tokens": 16384, "max_wait_ms": 2.0, "max_queue": 8192}
+    assert info["stats"]["inputs_computed"] == before["inputs_computed"] + 3
+    assert info["stats"]["batches"] == before["batches"] + 1
+    assert info["stats"]["queue_depth"] == 0
