@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_inputs: PositiveInt = Field(default=2048, description="inputs (or rerank documents) per request")
     max_input_chars: PositiveInt = Field(default=100_000, description="characters per input text")
     torch_threads: PositiveInt | None = Field(default=None, description="torch intra-op threads; default: torch's own")
+    playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
