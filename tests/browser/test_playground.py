@@ -257,6 +257,20 @@ def test_rerank_order_matches_the_api(page: Page, api: httpx.Client, shots: Path
     assert [int(i) for i in printed[::2]] == [r["index"] for r in results]
 
 
+def test_rerank_cohere_snippet_where_the_server_has_cohere_routes(page: Page, api: httpx.Client) -> None:
+    if "/v2/rerank" not in api.get("/openapi.json").json()["paths"]:
+        expect(page.locator("#rerank [data-snippet=cohere]")).to_have_count(0)
+        pytest.skip("this server has no Cohere /v2/rerank route, so the page offers no cohere snippet")
+    pytest.importorskip("cohere")
+    page.fill("#rerank-query", QUERY)
+    page.fill("#rerank-docs", "\n".join(DOCUMENTS))
+    page.click("#rerank button[type=submit]")
+    page.wait_for_selector("#rerank [data-snippet=cohere]")
+    native = api.post("/api/v1/rerank", json={"model": RERANK, "query": QUERY, "documents": DOCUMENTS}).json()
+    printed = _run_python(_snippet(page, "rerank", "cohere")).split()
+    assert [int(i) for i in printed[::2]] == [r["index"] for r in native["results"]]
+
+
 # ---- errors, keys, keyboard, narrow windows ---------------------------------------------------
 
 
