@@ -281,6 +281,8 @@ def _api_error(api: httpx.Client, path: str, body: dict[str, Any]) -> str:
 
 
 def test_errors_show_the_servers_message(page: Page, api: httpx.Client, shots: Path) -> None:
+    _dense(page, DENSE_TEXTS[:2])
+    page.wait_for_selector("#dense-output svg.heatmap")
     _dense(page, DENSE_TEXTS[:2], model="no-such-model")
     error = page.locator("#dense .error")
     expected = _api_error(
@@ -289,6 +291,7 @@ def test_errors_show_the_servers_message(page: Page, api: httpx.Client, shots: P
     expect(error).to_have_text(expected)
     assert "no-such-model" in expected and DENSE in expected  # the server lists the ids there are
     expect(page.locator("#dense .request [data-role=latency]")).to_contain_text("→ 404")
+    expect(page.locator("#dense-output svg")).to_have_count(0)  # the earlier heatmap is gone
     page.locator("#dense").screenshot(path=shots / "error-unknown-model.png")
 
     _dense(page, [])  # an empty text box sends an empty list: the server's 422, not a blank page

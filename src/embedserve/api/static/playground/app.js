@@ -279,6 +279,8 @@
     try {
       await action();
     } catch (err) {
+      const output = $(".output", panel);
+      if (output) output.replaceChildren(); // no stale result under an error
       if (err instanceof ApiError) {
         showError(panel, err.message);
         showRequest(panel, err.call, []);
