@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright.
+export CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench-sts clean
+.PHONY: run test test-fast lint bench-sts screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -22,15 +26,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[models,test]"
 	touch $@
 
+# Playwright's own browser download needs the network: use the distribution's Chromium, installed
+# when missing. `apt-get update` runs only when the install fails without it (no package lists yet).
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=<path>" >&2; exit 1; }
+	$(APT_INSTALL) chromium || { $(SUDO) apt-get update -q && $(APT_INSTALL) chromium; }
+
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-test-fast: $(VENV)/.installed-test
+test-fast: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test
@@ -41,5 +51,10 @@ lint: $(VENV)/.installed-test
 bench-sts: $(VENV)/.installed-test
 	$(BIN)/python bench/sts.py --json bench/results/sts.json
 
+# The README's picture of the playground, taken by the browser test of the sparse panel.
+screenshot: $(VENV)/.installed-test $(CHROMIUM)
+	$(BIN)/python -m pytest -q tests/browser -k sparse_two_texts
+	cp test-output/playground/sparse-two-texts.png docs/playground.png
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache test-output

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="embedserve",
         description="Serve dense embeddings, sparse embeddings and reranking for the models in models.yaml.",
         epilog="Every flag has an environment variable (EMBEDSERVE_HOST, EMBEDSERVE_PORT, EMBEDSERVE_CONFIG, "
-        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_CORS_ORIGINS, ...); flags win.",
+        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_CORS_ORIGINS, EMBEDSERVE_PLAYGROUND, ...); flags win.",
     )
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: info")
     serve.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
+    serve.add_argument(
+        "--playground",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the browser playground at /playground (default: on; --no-playground turns it off)",
+    )
 
     models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
     models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
@@ -53,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("config", "host", "port", "lazy", "log_level", "cors_origins")
+    keys = ("config", "host", "port", "lazy", "log_level", "cors_origins", "playground")
     overrides: dict[str, Any] = {k: getattr(args, k, None) for k in keys}
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 

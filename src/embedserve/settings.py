@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     tokenizer_threads: PositiveInt = Field(
         default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
     )
+    playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from embedserve import __version__
 from embedserve.api.deps import RegistryDep
@@ -19,14 +19,16 @@ async def health(registry: RegistryDep) -> FastJSONResponse:
 
 
 @router.get("/")
-async def root() -> FastJSONResponse:
-    return FastJSONResponse(
-        {
-            "name": "embedserve",
-            "version": __version__,
-            "docs": "/docs",
-            "openapi": "/openapi.json",
-            "health": "/health",
-            "models": "/api/v1/models",
-        }
-    )
+async def root(request: Request) -> FastJSONResponse:
+    links = {
+        "name": "embedserve",
+        "version": __version__,
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "health": "/health",
+        "models": "/api/v1/models",
+    }
+    playground: str | None = getattr(request.app.state, "playground_path", None)
+    if playground:
+        links["playground"] = playground
+    return FastJSONResponse(links)
