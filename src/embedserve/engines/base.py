@@ -8,6 +8,10 @@ raise for a well-formed input. ``close`` frees the weights.
 
 Token counts include the model's special tokens and are not truncated: the caller compares
 them with ``max_length`` to report usage and to refuse over-long inputs when asked.
+
+The tokenizer methods (``tokenize``, ``decode``, ``clip``, ``vocab_size``) serve TEI's
+``/tokenize`` and ``/decode``, OpenAI's token-id input, truncation from the left and per-input
+token caps. They are optional: an engine without a tokenizer raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +36,21 @@ class SparseVector:
     values: FloatArray
 
 
+@dataclass(frozen=True)
+class Token:
+    """One token of a text: its id, its text, whether it is a special token, and (for the
+    others) the character offsets of its span in the input."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+Side = Literal["left", "right"]
+
+
 class Engine(ABC):
     """Common to all engines: the token limit, token counting and release."""
 
@@ -41,6 +61,24 @@ class Engine(ABC):
     @abstractmethod
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to ``vocab_size - 1``."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        """The tokens of each text, untruncated."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+    def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        """The text of each id sequence (ids already checked against ``vocab_size``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+    def clip(self, texts: Sequence[str], drop: Sequence[int], side: Side) -> list[str]:
+        """Each text with at least ``drop[i]`` tokens cut from ``side``, cut at a token (on the
+        left, a word) boundary so that the rest tokenizes as it did; ``drop[i] == 0`` keeps it."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the weights; the engine is not used again."""
@@ -71,3 +109,8 @@ class RerankEngine(Engine):
     @abstractmethod
     def score(self, query: str, documents: Sequence[str]) -> FloatArray:
         """Relevance of each document to the query; higher is more relevant."""
+
+    def score_raw(self, query: str, documents: Sequence[str]) -> FloatArray:
+        """Scores before the model's activation (a cross-encoder's logits); the same as
+        ``score`` for engines that apply none."""
+        return self.score(query, documents)

@@ -18,8 +18,10 @@ from embedserve.engines.base import (
     FloatArray,
     IntArray,
     RerankEngine,
+    Side,
     SparseEngine,
     SparseVector,
+    Token,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,68 @@ class _TokenCounter:
             return_token_type_ids=False,
         )
         return [len(ids) for ids in encoded["input_ids"]]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        encoded = self.tokenizer(
+            list(texts),
+            add_special_tokens=add_special_tokens,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        out = []
+        for j, text in enumerate(texts):
+            ids = [int(i) for i in encoded["input_ids"][j]]
+            names = self.tokenizer.convert_ids_to_tokens(ids)
+            tokens = []
+            for id_, name, special, (start, stop) in zip(
+                ids, names, encoded["special_tokens_mask"][j], encoded["offset_mapping"][j], strict=True
+            ):
+                if special:
+                    tokens.append(Token(id_, str(name), True, None, None))
+                else:
+                    tokens.append(Token(id_, text[start:stop], False, int(start), int(stop)))
+            out.append(tokens)
+        return out
+
+    def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        return [str(self.tokenizer.decode(list(row), skip_special_tokens=skip_special_tokens)) for row in ids]
+
+    def clip(self, texts: Sequence[str], drop: Sequence[int], side: Side) -> list[str]:
+        out = list(texts)
+        todo = [i for i, n in enumerate(drop) if n > 0]
+        if not todo:
+            return out
+        encoded = self.tokenizer(
+            [texts[i] for i in todo],
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        for j, i in enumerate(todo):
+            offsets = encoded["offset_mapping"][j]
+            keep = len(offsets) - drop[i]
+            if keep <= 0:
+                out[i] = ""
+            elif side == "right":
+                out[i] = texts[i][: offsets[keep - 1][1]]
+            else:
+                words = encoded.word_ids(j)
+                first = len(offsets) - keep
+                while first < len(offsets) and words[first] is not None and words[first] == words[first - 1]:
+                    first += 1  # not inside a word: the rest must tokenize as it did
+                out[i] = texts[i][offsets[first][0] :] if first < len(offsets) else ""
+        return out
 
 
 class _BiEncoder(_TokenCounter):
@@ -171,6 +235,18 @@ class CrossEncoderEngine(_TokenCounter, RerankEngine):
                 batch_size=BATCH_SIZE,
                 convert_to_numpy=True,
                 show_progress_bar=False,
+            )
+        return np.asarray(out, dtype=np.float32).reshape(len(documents))
+
+    def score_raw(self, query: str, documents: Sequence[str]) -> FloatArray:
+        """The model's logits, without its activation (sigmoid for one label)."""
+        with torch.inference_mode():
+            out = self.model.predict(
+                [(query, d) for d in documents],
+                batch_size=BATCH_SIZE,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+                activation_fn=torch.nn.Identity(),
             )
         return np.asarray(out, dtype=np.float32).reshape(len(documents))
 
