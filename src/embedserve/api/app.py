@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__
-from embedserve.api import health, models, native
+from embedserve.api import cohere, health, models, native, openai, tei
 from embedserve.api.errors import install_error_handlers
 from embedserve.catalog import Catalog, load_catalog
 from embedserve.registry import EngineFactory, Registry
@@ -45,6 +45,6 @@ def create_app(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     install_error_handlers(app)
-    for module in (native, models, health):
+    for module in (openai, native, cohere, tei, models, health):
         app.include_router(module.router)
     return app
