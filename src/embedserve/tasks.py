@@ -229,12 +229,13 @@ async def rerank(
     max_tokens_per_doc: int | None = None,
     raw_scores: bool = False,
     limits: Limits,
+    param: str = "documents",
 ) -> RerankResult:
     """``max_tokens_per_doc`` cuts each document to that many tokens (special tokens included)
     before scoring; ``raw_scores`` asks for the model's scores before its activation."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
-    check_texts(documents, limits, spec, "documents")
+    check_texts(documents, limits, spec, param)
 
     def job(engine: Engine) -> RerankResult:
         assert isinstance(engine, RerankEngine)
@@ -243,7 +244,7 @@ async def rerank(
             docs = engine.clip(docs, [max(0, n - max_tokens_per_doc) for n in engine.count_tokens(docs)], "right")
         query_tokens, counts = engine.count_pair_tokens(query, docs)
         tokens = used_tokens([query_tokens], engine.max_length, truncate, "query", handle.id) if query_tokens else 0
-        tokens += used_tokens(counts, engine.max_length, truncate, "documents", handle.id)
+        tokens += used_tokens(counts, engine.max_length, truncate, param, handle.id)
         if truncation_direction == "left" and any(n > engine.max_length for n in counts):
             docs = engine.clip(docs, [max(0, n - engine.max_length) for n in counts], "left")
         scores = engine.score_raw(query, docs) if raw_scores else engine.score(query, docs)

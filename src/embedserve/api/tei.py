@@ -114,6 +114,7 @@ async def rerank(
         truncation_direction=_side(body.truncation_direction),
         raw_scores=body.raw_scores,
         limits=limits,
+        param="texts",
     )
     out = []
     for i in result.order:
