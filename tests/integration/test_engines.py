@@ -58,3 +58,36 @@ def test_packaged_splade_expands_a_query_into_its_words() -> None:
     top = sparse.tokens(vector.indices[np.argsort(-vector.values)[:6]])
     assert {"heart", "causes"} <= set(top)
     assert 10 < len(vector.indices) < 200
+
+
+def test_tokenize_decode_and_clip(tiny_models: dict[str, Path]) -> None:
+    dense = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "embeddings"}))
+    assert dense.vocab_size == 30522
+    [tokens] = dense.tokenize(["héllo unbelievably"])
+    assert [(t.id, t.text, t.special, t.start, t.stop) for t in tokens[:4]] == [
+        (101, "[CLS]", True, None, None),
+        (7592, "héllo", False, 0, 5),  # the text as sent, with its character offsets
+        (4895, "un", False, 6, 8),
+        (8671, "bel", False, 8, 11),
+    ]
+    assert tokens[-1].text == "[SEP]" and tokens[-1].special
+    assert [t.text for t in dense.tokenize(["hi"], add_special_tokens=False)[0]] == ["hi"]
+    ids = [t.id for t in tokens]
+    assert dense.decode([ids]) == ["hello unbelievably"]
+    assert dense.decode([ids], skip_special_tokens=False) == ["[CLS] hello unbelievably [SEP]"]
+    text = "one two three four five six"
+    assert dense.clip([text, "keep"], [2, 0], "right") == ["one two three four", "keep"]
+    assert dense.clip([text], [2], "left") == ["three four five six"]
+    assert dense.clip(["unbelievably short"], [1], "left") == ["short"]  # never starts inside a word
+    assert dense.clip(["a b"], [5], "right") == [""]
+    dense.close()
+
+
+def test_cross_encoder_raw_scores_are_logits(tiny_models: dict[str, Path]) -> None:
+    rerank = create_engine(_entry({"name": str(tiny_models["rerank"]), "type": "rerank"}))
+    assert isinstance(rerank, RerankEngine)
+    raw = rerank.score_raw("q", ["a", "b c"])
+    np.testing.assert_allclose(rerank.score("q", ["a", "b c"]), 1 / (1 + np.exp(-raw)), rtol=1e-5)
+    similarity = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "rerank", "engine": "similarity"}))
+    assert isinstance(similarity, RerankEngine)
+    np.testing.assert_allclose(similarity.score_raw("q", ["a"]), similarity.score("q", ["a"]))
