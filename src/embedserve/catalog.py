@@ -17,6 +17,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         revision: <git revision>      # hub models only
         max_inputs: <n>               # per request; default: the server-wide limit
         description: <text>           # shown in the model listing
+        default: false                # the model a request of this type gets when it names none
+                                      # (at most one per type; else the first of the type)
         batching:                     # dynamic batching limits (see batching.py)
           max_batch_size: 32          # inputs per forward pass
           max_batch_tokens: 16384     # padded tokens per forward pass
@@ -81,6 +83,7 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     max_inputs: PositiveInt | None = None
     description: str | None = None
+    default: bool = False
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
 
     @model_validator(mode="after")
@@ -130,6 +133,14 @@ class Catalog:
 
     def ids(self) -> list[str]:
         return list(self.entries)
+
+    def default_id(self, model_type: str | None = None) -> str | None:
+        """The model a request of ``model_type`` gets when it names none: the one marked
+        ``default``, else the first of that type. With no type: the first model marked default,
+        else the first model (what TEI's untyped routes, ``/info`` and ``POST /``, serve)."""
+        entries = [e for e in self.entries.values() if model_type is None or e.spec.type == model_type]
+        marked = [e.id for e in entries if e.spec.default]
+        return marked[0] if marked else (entries[0].id if entries else None)
 
 
 def _package_dir(package: str) -> Path | None:
@@ -237,6 +248,13 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
         else:
             source = Source("hub", spec.name)
         entries[model_id] = CatalogEntry(model_id, spec, source)
+    for model_type in MODEL_TYPES:
+        marked = [e.id for e in entries.values() if e.spec.type == model_type and e.spec.default]
+        if len(marked) > 1:
+            raise CatalogError(
+                f"{where}models {', '.join(repr(m) for m in marked)}: field 'default': at most one model of type "
+                f"{model_type} can be the default"
+            )
     return Catalog(path, entries)
 
 

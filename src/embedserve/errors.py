@@ -4,6 +4,7 @@ and renders it in the dialect of the route that raised it.
     EmbedServeError                 base of everything a client or operator can be told
     ├── CatalogError                models.yaml is wrong (start-up only, never a response)
     ├── InvalidInput        (422)   a request field has a bad value
+    │   ├── EmptyInput      (422)   an empty list or an empty text (TEI answers these with 400)
     │   └── InputTooLong    (422)   an input exceeds max_length and truncation is off
     ├── LimitExceeded       (413)   too many inputs or characters for a configured limit
     ├── ModelNotFound       (404)   no model with this id in the catalogue
@@ -37,6 +38,10 @@ class CatalogError(EmbedServeError):
 
 class InvalidInput(EmbedServeError):
     code = "invalid_value"
+
+
+class EmptyInput(InvalidInput):
+    code = "empty_input"
 
 
 class InputTooLong(InvalidInput):

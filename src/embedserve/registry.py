@@ -197,12 +197,12 @@ class Registry:
             raise ModelNotFound(model_id, self.models, param=None) from None
 
     def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
-        """The model a request names (or the first of ``model_type``), checked to serve that type."""
+        """The model a request names (or the default of ``model_type``), checked to serve that type."""
         if model_id is None:
-            for handle in self.models.values():
-                if handle.entry.spec.type == model_type:
-                    return handle
-            raise ModelNotFound(f"(default {model_type} model)", self.models)
+            default = self.catalog.default_id(model_type)
+            if default is None:
+                raise ModelNotFound(f"(default {model_type} model)", self.models)
+            return self.models[default]
         found = self.models.get(model_id)
         if found is None:
             raise ModelNotFound(model_id, self.models)

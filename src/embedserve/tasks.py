@@ -9,14 +9,15 @@ go to the batcher), awaits the model's batcher, and post-processes the arrays. D
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from embedserve.catalog import ModelSpec
-from embedserve.engines.base import DenseEngine, RerankEngine, Side, SparseEngine, SparseVector, Tokens
-from embedserve.errors import InputTooLong, InvalidInput, LimitExceeded
+from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
+from embedserve.engines.base import Side as Side  # re-exported for the API layer
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
 
@@ -31,19 +32,24 @@ class Limits:
 
 def check_texts(texts: Sequence[str], limits: Limits, spec: ModelSpec, param: str) -> None:
     """Refuse an empty list, empty strings and anything past the limits, naming the input."""
-    if not texts:
-        raise InvalidInput(f"'{param}' is an empty list; send at least one text", param=param)
-    max_inputs = spec.max_inputs or limits.max_inputs
-    if len(texts) > max_inputs:
-        raise LimitExceeded(f"'{param}' has {len(texts)} items; the limit is {max_inputs} per request", param=param)
+    check_count(len(texts), limits, spec, param)
     for i, text in enumerate(texts):
         check_text(text, limits, f"{param}[{i}]")
+
+
+def check_count(count: int, limits: Limits, spec: ModelSpec, param: str) -> None:
+    """At least one input, and no more than the model's (or the server's) limit."""
+    if not count:
+        raise EmptyInput(f"'{param}' is an empty list; send at least one text", param=param)
+    max_inputs = spec.max_inputs or limits.max_inputs
+    if count > max_inputs:
+        raise LimitExceeded(f"'{param}' has {count} items; the limit is {max_inputs} per request", param=param)
 
 
 def check_text(text: str, limits: Limits, where: str) -> None:
     """One text: not empty, within the character limit, and valid Unicode (no lone surrogates)."""
     if not text:
-        raise InvalidInput(f"{where} is an empty string; every text needs at least one character", param=where)
+        raise EmptyInput(f"{where} is an empty string; every text needs at least one character", param=where)
     if len(text) > limits.max_input_chars:
         raise LimitExceeded(
             f"{where} has {len(text)} characters; the limit is {limits.max_input_chars} per text", param=where
@@ -89,6 +95,12 @@ def _item(param: str) -> Callable[[int], str]:
     return lambda i: f"{param}[{i}]"
 
 
+def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
+    """The first of ``names`` that the model defines a prompt for (a dialect's ``input_type`` or
+    ``task`` mapped onto the catalogue's prompts), else ``None``: the model's default prompt."""
+    return next((name for name in names if name in spec.prompts), None)
+
+
 @dataclass(frozen=True)
 class EmbedOptions:
     normalize: bool | None = None
@@ -97,7 +109,8 @@ class EmbedOptions:
     precision: Precision = "float32"
     dimensions: int | None = None
     truncate: bool = True
-    truncation_direction: Side = "right"
+    truncation_direction: Side = "right"  # which end of an over-long input is cut
+    max_tokens: int | None = None  # a lower token cap than the model's max_length
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,9 @@ async def embed(
         )
 
     assert isinstance(engine, DenseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction))
-    tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
+    limit = min(engine.max_length, options.max_tokens or engine.max_length)
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction, limit))
+    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
     if options.dimensions is not None:
         vectors = np.ascontiguousarray(vectors[:, : options.dimensions])
@@ -188,22 +202,123 @@ async def rerank(
     top_n: int | None = None,
     truncate: bool = True,
     truncation_direction: Side = "right",
+    max_tokens_per_doc: int | None = None,
+    raw_scores: bool = False,
     limits: Limits,
+    param: str = "documents",
 ) -> RerankResult:
+    """``max_tokens_per_doc`` cuts each document to that many tokens (special tokens included)
+    before scoring; ``raw_scores`` asks for the model's scores before its activation."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
-    check_texts(documents, limits, spec, "documents")
+    check_texts(documents, limits, spec, param)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
-    prepared = await handle.tokenize(lambda: engine.encode_pairs(query, documents, truncation_direction))
+    prepared = await handle.tokenize(
+        lambda: engine.encode_pairs(query, documents, truncation_direction, max_tokens_per_doc)
+    )
     n_query = prepared.query_units
 
     def where(i: int) -> str:
-        return "query" if i < n_query else f"documents[{i - n_query}]"
+        return "query" if i < n_query else f"{param}[{i - n_query}]"
 
     tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
-    scores = engine.scores(np.stack(outputs), n_query)
+    scores = engine.scores(np.stack(outputs), n_query, raw=raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+
+
+async def embed_types(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    options: EmbedOptions,
+    limits: Limits,
+    precisions: Sequence[Precision],
+    param: str = "input",
+) -> tuple[dict[Precision, npt.NDArray[np.generic]], int]:
+    """One inference, several precisions (Cohere's ``embedding_types``), each as :func:`embed`
+    would return it; ``options.precision`` is ignored."""
+    result = await embed(handle, texts, replace(options, precision="float32"), limits, param)
+    vectors = result.embeddings.astype(np.float32, copy=False)
+    unit = handle.entry.spec.normalize if options.normalize is None else options.normalize
+    ranges = unit_ranges(vectors.shape[1]) if unit else None
+    return {p: quantize(vectors, p, ranges) for p in dict.fromkeys(precisions)}, result.tokens
+
+
+async def similarity(
+    handle: ModelHandle,
+    source: str,
+    sentences: Sequence[str],
+    options: EmbedOptions,
+    limits: Limits,
+    *,
+    source_param: str = "source_sentence",
+    param: str = "sentences",
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Cosine similarity of ``source`` with each sentence (TEI's and HF's sentence-similarity)."""
+    check_text(source, limits, source_param)
+    check_texts(sentences, limits, handle.entry.spec, param)
+    unit = replace(options, normalize=True, precision="float32")
+    query = await embed(handle, [source], unit, limits, source_param)
+    others = await embed(handle, sentences, unit, limits, param)
+    scores = others.embeddings.astype(np.float32) @ query.embeddings[0].astype(np.float32)
+    return np.asarray(scores, dtype=np.float32), query.tokens + others.tokens
+
+
+async def tokenize(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    *,
+    add_special_tokens: bool = True,
+    prompt_name: str | None = None,
+    limits: Limits,
+    param: str = "inputs",
+) -> list[list[Token]]:
+    """The tokens the model reads for each text (prompt included), untruncated."""
+    check_texts(texts, limits, handle.entry.spec, param)
+    prompt = resolve_prompt(handle.entry.spec, None, prompt_name)
+    inputs = [prompt + t for t in texts] if prompt else list(texts)
+    engine = await handle.ready_engine()
+    return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens))
+
+
+async def decode(
+    handle: ModelHandle,
+    ids: Sequence[Sequence[int]],
+    *,
+    skip_special_tokens: bool = True,
+    limits: Limits,
+    param: str = "ids",
+    single: bool = False,
+) -> list[str]:
+    """The text of each list of token ids, checked against the model's vocabulary. ``single``:
+    the request sent one list (``ids`` holds it alone), so errors name ``param[j]``."""
+    check_count(len(ids), limits, handle.entry.spec, param)
+    engine = await handle.ready_engine()
+    vocab = engine.tokenizer.vocab_size
+    for i, row in enumerate(ids):
+        where = param if single else f"{param}[{i}]"
+        if not row:
+            raise EmptyInput(f"{where} is an empty list of token ids", param=where)
+        for j, token in enumerate(row):
+            if not 0 <= token < vocab:
+                raise InvalidInput(
+                    f"{where}[{j}]: token id {token} is not in the vocabulary of model '{handle.id}' "
+                    f"(ids 0 to {vocab - 1})",
+                    param=f"{where}[{j}]",
+                )
+    return await handle.tokenize(lambda: engine.tokenizer.decode(ids, skip_special_tokens))
+
+
+async def texts_from_ids(
+    handle: ModelHandle, ids: Sequence[Sequence[int]], limits: Limits, param: str, *, single: bool = False
+) -> list[str]:
+    """Token-id inputs (ids of the model's own vocabulary) as the texts they stand for."""
+    texts = await decode(handle, ids, limits=limits, param=param, single=single)
+    for i, text in enumerate(texts):
+        if not text.strip():
+            where = param if single else f"{param}[{i}]"
+            raise EmptyInput(f"{where}: these token ids decode to no text (only special tokens?)", param=where)
+    return texts

@@ -129,3 +129,44 @@ def test_forward_runs_without_autograd(engines: dict[str, Any]) -> None:
     with torch.enable_grad():
         out = dense.forward(dense.encode_texts(["x"], None))
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
+
+
+def test_tokenize_and_decode(engines: dict[str, Any]) -> None:
+    tokenizer = engines["dense"].tokenizer
+    assert tokenizer.vocab_size == 30522
+    [tokens] = tokenizer.tokenize(["héllo unbelievably"])
+    assert [(t.id, t.text, t.special, t.start, t.stop) for t in tokens[:4]] == [
+        (101, "[CLS]", True, None, None),
+        (7592, "héllo", False, 0, 5),  # the text as sent, with its character offsets
+        (4895, "un", False, 6, 8),
+        (8671, "bel", False, 8, 11),
+    ]
+    assert tokens[-1].text == "[SEP]" and tokens[-1].special
+    assert [t.text for t in tokenizer.tokenize(["hi"], add_special_tokens=False)[0]] == ["hi"]
+    ids = [t.id for t in tokens]
+    assert tokenizer.decode([ids]) == ["hello unbelievably"]
+    assert tokenizer.decode([ids], skip_special_tokens=False) == ["[CLS] hello unbelievably [SEP]"]
+
+
+def test_a_lower_limit_and_a_document_cap_cut_like_the_library(engines: dict[str, Any]) -> None:
+    dense: DenseEngine = engines["dense"]
+    text = "one two three four five six"
+    [unit] = dense.encode_texts([text], None, "right", limit=6)
+    assert dense.tokenizer.decode([unit.ids]) == ["one two three four"] and unit.original == 8
+    [unit] = dense.encode_texts([text], None, "left", limit=6)
+    assert dense.tokenizer.decode([unit.ids]) == ["three four five six"]
+    rerank: RerankEngine = engines["rerank"]
+    [pair] = rerank.encode_pairs("q", [text], doc_limit=4).units
+    assert rerank.tokenizer.decode([pair.ids]) == ["q one two"]
+
+
+def test_cross_encoder_raw_scores_are_logits(engines: dict[str, Any]) -> None:
+    rerank: RerankEngine = engines["rerank"]
+    prepared = rerank.encode_pairs("q", ["a", "b c"])
+    outputs = rerank.forward(prepared.units)
+    raw = rerank.scores(outputs, 0, raw=True)
+    np.testing.assert_allclose(rerank.scores(outputs, 0), 1 / (1 + np.exp(-raw)), rtol=1e-5)
+    similarity: RerankEngine = engines["similarity"]
+    prepared = similarity.encode_pairs("q", ["a"])
+    outputs = similarity.forward(prepared.units)
+    np.testing.assert_allclose(similarity.scores(outputs, 1, raw=True), similarity.scores(outputs, 1))

@@ -118,3 +118,24 @@ def test_bad_files(tmp_path: Path, text: str, expected: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read catalogue"):
         load_catalog(tmp_path / "nope.yaml")
+
+
+def test_default_model_per_type() -> None:
+    dense = {"name": "a/b", "type": "embeddings"}
+    rerank = {"name": "a/b", "type": "rerank"}
+    catalog = parse_catalog(
+        {"models": {"d1": dense, "r1": rerank, "d2": {**dense, "default": True}}}, ROOT, check_sources=False
+    )
+    assert catalog.default_id("embeddings") == "d2"  # marked
+    assert catalog.default_id("rerank") == "r1"  # the first of its type
+    assert catalog.default_id("sparse-embeddings") is None
+    assert catalog.default_id() == "d2"  # the first marked default, else the first model
+    assert parse_catalog({"models": {"d1": dense, "r1": rerank}}, ROOT, check_sources=False).default_id() == "d1"
+
+
+def test_at_most_one_default_per_type() -> None:
+    dense = {"name": "a/b", "type": "embeddings", "default": True}
+    with pytest.raises(CatalogError, match=r"models 'd1', 'd2': field 'default': at most one model of type embeddings"):
+        parse_catalog({"models": {"d1": dense, "d2": dense}}, ROOT, check_sources=False)
+    both = {"d": dense, "r": {"name": "a/b", "type": "rerank", "default": True}}
+    assert parse_catalog({"models": both}, ROOT, check_sources=False).default_id("rerank") == "r"

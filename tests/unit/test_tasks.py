@@ -4,8 +4,8 @@ import pytest
 
 from embedserve.catalog import ModelSpec
 from embedserve.engines.tokenization import Tokens
-from embedserve.errors import InputTooLong, InvalidInput, LimitExceeded
-from embedserve.tasks import Limits, check_texts, resolve_prompt, used_tokens
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.tasks import Limits, check_texts, prompt_name_for, resolve_prompt, used_tokens
 
 SPEC = ModelSpec(name="x/y", type="embeddings", prompts={"query": "q: ", "document": "d: "}, default_prompt="document")
 
@@ -51,3 +51,15 @@ def test_used_tokens_truncates_or_refuses() -> None:
     assert err.value.param == "input[1]"
     with pytest.raises(InputTooLong, match=r"^query has 9 tokens"):
         used_tokens(_units(9), 8, False, lambda i: "query", "m")
+
+
+def test_prompt_name_for_a_purpose() -> None:
+    assert prompt_name_for(SPEC, ("search_query", "query")) == "query"
+    assert prompt_name_for(SPEC, ("clustering",)) is None  # the model's default prompt then applies
+
+
+def test_empty_inputs_are_their_own_error() -> None:
+    with pytest.raises(EmptyInput):
+        check_texts([], Limits(), SPEC, "input")
+    with pytest.raises(EmptyInput):
+        check_texts(["a", ""], Limits(), SPEC, "input")

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__
-from embedserve.api import health, models, native, playground
+from embedserve.api import cohere, health, models, native, openai, playground, tei
 from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import install_error_handlers
 from embedserve.catalog import Catalog, load_catalog
@@ -47,7 +47,7 @@ def create_app(
         )
     app.add_middleware(CancelOnDisconnect)
     install_error_handlers(app)
-    for module in (native, models, health):
+    for module in (openai, native, cohere, tei, models, health):
         app.include_router(module.router)
     # Read by the front door (``/``), which links the playground only where it is served.
     app.state.playground_path = playground.PATH if settings.playground else None

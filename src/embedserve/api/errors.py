@@ -1,19 +1,34 @@
-"""Every error a client sees, rendered in OpenAI's envelope::
-
-    {"error": {"message": str, "type": str, "param": str | null, "code": str | null}}
+"""Every error a client sees, rendered in the dialect of the route that raised it.
 
 One handler per error family, found by class hierarchy: domain errors (``embedserve.errors``),
 request validation, HTTP errors of the router (404 route, 405 method), and anything
-unexpected, which is logged and answered with a generic 500 that never echoes its text.
+unexpected, which is logged and answered with a generic 500 that never echoes its text. Each
+handler turns its error into one :class:`Problem` (the native status and message); the
+route's dialect renders it as its vendor does:
+
+    openai  {"error": {"message", "type", "param", "code"}}   404, 400, 413, 422, 429, 503, 500
+    cohere  {"message"}                                        400 for any invalid request; 404, 429,
+                                                               503, 500
+    tei     {"error", "error_type"}                            400 Empty, 413 Validation, 422 (a body
+                                                               that does not parse), 404 NotFound,
+                                                               429 Overloaded, 503 Unhealthy, 424 Backend
+
+A 429 carries ``Retry-After`` in every dialect.
+
+A route's dialect is its route class (:func:`dialect_route`); routes without one (and
+unknown paths) speak OpenAI's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from embedserve import errors as e
@@ -63,6 +78,67 @@ def error_response(
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """An error as the native API states it; each dialect renders it its own way."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] | None = None
+    unparsed: bool = False  # the request body did not match the route's schema
+
+
+def _openai(p: Problem) -> FastJSONResponse:
+    return error_response(p.status, p.message, param=p.param, code=p.code, headers=p.headers)
+
+
+def _cohere(p: Problem) -> FastJSONResponse:
+    """Cohere answers every invalid request with 400 and ``{"message"}``."""
+    status = 400 if p.status in (413, 422) else p.status
+    return FastJSONResponse({"message": p.message}, status_code=status, headers=p.headers)
+
+
+def _tei_status(p: Problem) -> tuple[int, str]:
+    if p.code == "empty_input":
+        return 400, "Empty"
+    if p.status == 422 and p.unparsed:
+        return 422, "Validation"
+    if p.status in (413, 422):
+        return 413, "Validation"  # TEI's status for every validation error
+    if p.status == 404:
+        return 404, "NotFound"  # embedserve's: TEI serves one model and knows no other
+    if p.status == 503:
+        return 503, "Unhealthy"
+    if p.status == 429:
+        return 429, "Overloaded"
+    if p.code == "inference_failed":
+        return 424, "Backend"
+    return p.status, "Backend" if p.status >= 500 else "Validation"
+
+
+def _tei(p: Problem) -> FastJSONResponse:
+    status, kind = _tei_status(p)
+    return FastJSONResponse({"error": p.message, "error_type": kind}, status_code=status, headers=p.headers)
+
+
+RENDERERS: dict[str, Callable[[Problem], FastJSONResponse]] = {"openai": _openai, "cohere": _cohere, "tei": _tei}
+
+
+def dialect_route(dialect: str) -> type[APIRoute]:
+    """A route class whose routes' errors are rendered in ``dialect`` (a key of ``RENDERERS``)."""
+    if dialect not in RENDERERS:
+        raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(RENDERERS)}. This is a bug.")
+    return type(f"{dialect.capitalize()}Route", (APIRoute,), {"dialect": dialect})
+
+
+def render(request: Request, problem: Problem) -> FastJSONResponse:
+    """``problem`` in the dialect of the route the request matched (OpenAI's by default)."""
+    dialect = getattr(request.scope.get("route"), "dialect", "openai")
+    return RENDERERS[dialect](problem)
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     """('body', 'options', 'top_k') → 'options.top_k'; ('body', 'input', 2) → 'input[2]'."""
     out = ""
@@ -99,14 +175,13 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.EmbedServeError)
     async def domain_error(request: Request, exc: e.EmbedServeError) -> FastJSONResponse:
-        status = status_for(exc)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, e.Overloaded) else None
-        return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
+        return render(request, Problem(status_for(exc), exc.message, exc.param, exc.code, headers))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> FastJSONResponse:
         message, param = validation_message(list(exc.errors()))
-        return error_response(422, message, param=param, code="invalid_value")
+        return render(request, Problem(422, message, param, "invalid_value", unparsed=True))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> FastJSONResponse:
@@ -116,9 +191,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message, code = "request body could not be parsed: send a UTF-8 JSON object", "invalid_body"
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
-        return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+        return render(request, Problem(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> FastJSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal server error; the server log has the details", code="internal_error")
+        return render(
+            request, Problem(500, "internal server error; the server log has the details", None, "internal_error")
+        )

@@ -1,11 +1,7 @@
-"""The native API: OpenAI-shaped embeddings, sparse embeddings and rerank.
-
-``/api/v1/embeddings`` also answers at ``/v1/embeddings`` so ``OpenAI(base_url=".../v1")`` works.
-"""
+"""The native API's sparse embeddings and rerank (its OpenAI-shaped embeddings are in ``openai.py``)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import numpy as np
@@ -13,11 +9,9 @@ from fastapi import APIRouter
 
 from embedserve import tasks
 from embedserve.api.deps import LimitsDep, RegistryDep
-from embedserve.api.responses import FastJSONResponse
+from embedserve.api.errors import dialect_route
+from embedserve.api.responses import FastJSONResponse, usage
 from embedserve.api.schemas import (
-    EmbeddingOptions,
-    EmbeddingRequest,
-    EmbeddingResponse,
     RerankRequest,
     RerankResponse,
     SparseOptions,
@@ -26,42 +20,11 @@ from embedserve.api.schemas import (
 )
 from embedserve.errors import InvalidInput
 
-router = APIRouter(tags=["embeddings"])
-
-
-def _usage(tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": tokens, "total_tokens": tokens}
+router = APIRouter(tags=["embeddings"], route_class=dialect_route("openai"))
 
 
 def _as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
-
-
-@router.post("/api/v1/embeddings", response_model=EmbeddingResponse)
-@router.post("/v1/embeddings", response_model=EmbeddingResponse)
-async def create_embeddings(body: EmbeddingRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
-    """Dense embeddings, OpenAI's request and response (plus ``options`` and ``truncate``)."""
-    handle = registry.for_task(body.model, "embeddings")
-    opts = body.options or EmbeddingOptions()
-    result = await tasks.embed(
-        handle,
-        _as_list(body.input),
-        tasks.EmbedOptions(
-            normalize=opts.normalize_embeddings,
-            prompt=opts.prompt,
-            prompt_name=opts.prompt_name,
-            precision=opts.precision,
-            dimensions=body.dimensions,
-            truncate=body.truncate,
-        ),
-        limits,
-    )
-    rows: Any = result.embeddings
-    if body.encoding_format == "base64":
-        little = rows.astype(rows.dtype.newbyteorder("<"), copy=False)
-        rows = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
-    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
-    return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": _usage(result.tokens)})
 
 
 @router.post("/api/v1/embed_sparse", response_model=SparseResponse, response_model_exclude_none=True)
@@ -90,7 +53,7 @@ async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, l
         if result.terms is not None:
             item["tokens"] = result.terms[i]
         data.append(item)
-    return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": _usage(result.tokens)})
+    return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": usage(result.tokens)})
 
 
 @router.post("/api/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
@@ -113,4 +76,4 @@ async def create_rerank(body: RerankRequest, registry: RegistryDep, limits: Limi
         if body.return_documents:
             item["document"] = {"text": body.documents[i]}
         results.append(item)
-    return FastJSONResponse({"object": "list", "model": handle.id, "results": results, "usage": _usage(result.tokens)})
+    return FastJSONResponse({"object": "list", "model": handle.id, "results": results, "usage": usage(result.tokens)})

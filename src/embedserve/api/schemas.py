@@ -32,7 +32,7 @@ def _strings(value: Any, info: ValidationInfo) -> Any:
                     "{param} must be a string, got {got}",
                     {"param": f"{name}[{i}]", "got": _json_type(item)},
                 )
-    elif not isinstance(value, str) and info.field_name == "input":
+    elif not isinstance(value, str) and info.field_name in ("input", "inputs"):
         raise PydanticCustomError(
             "input_type",
             "{param} must be a string or a list of strings, got {got}",
@@ -43,6 +43,73 @@ def _strings(value: Any, info: ValidationInfo) -> Any:
 
 TextInput = Annotated[str | list[str], BeforeValidator(_strings)]
 TextList = Annotated[list[str], BeforeValidator(_strings)]
+
+
+def _fail(param: str, message: str, got: Any, hint: str = "") -> PydanticCustomError:
+    return PydanticCustomError(
+        "input_type", "{param} " + message + ", got {got}" + hint, {"param": param, "got": _json_type(got)}
+    )
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _embedding_input(value: Any, info: ValidationInfo) -> Any:
+    """Texts, or token ids as OpenAI's SDK may send them; Jina's ``{"text"}`` objects become strings.
+
+    One rule per request: every item is of the kind of the first, and the first offender is
+    named exactly (``input[3]``, ``input[1][2]``)."""
+    name = info.field_name or "input"
+    if isinstance(value, str) or (isinstance(value, list) and not value):
+        return value
+    if not isinstance(value, list):
+        hint = " (token ids: a list of integers, or a list of lists of integers)"
+        raise _fail(name, "must be a string or a list of strings", value, hint)
+    first = value[0]
+    if isinstance(first, (str, dict)):
+        texts = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict) and set(item) == {"text"}:
+                item = item["text"]  # Jina's {"text": ...} input objects
+            if not isinstance(item, str):
+                raise _fail(f"{name}[{i}]", "must be a string", item)
+            texts.append(item)
+        return texts
+    if _is_id(first):
+        for i, item in enumerate(value):
+            if not _is_id(item):
+                raise _fail(f"{name}[{i}]", f"must be a token id (an integer) like {name}[0]", item)
+        return value
+    if isinstance(first, list):
+        for i, row in enumerate(value):
+            if not isinstance(row, list):
+                raise _fail(f"{name}[{i}]", f"must be a list of token ids like {name}[0]", row)
+            for j, item in enumerate(row):
+                if not _is_id(item):
+                    raise _fail(f"{name}[{i}][{j}]", "must be a token id (an integer)", item)
+        return value
+    raise _fail(f"{name}[0]", "must be a string or a token id", first)
+
+
+EmbeddingInput = Annotated[str | list[str] | list[int] | list[list[int]], BeforeValidator(_embedding_input)]
+
+
+def is_token_ids(value: str | list[str] | list[int] | list[list[int]]) -> bool:
+    """Whether a validated :data:`EmbeddingInput` holds token ids."""
+    return isinstance(value, list) and bool(value) and not isinstance(value[0], str)
+
+
+JinaTask = Literal[
+    "retrieval.query",
+    "retrieval.passage",
+    "text-matching",
+    "classification",
+    "separation",
+    "clustering",
+    "code.query",
+    "code.passage",
+]
 
 
 class Request(BaseModel):
@@ -57,13 +124,24 @@ class EmbeddingOptions(Request):
 
 
 class EmbeddingRequest(Request):
-    input: TextInput
-    model: str | None = Field(default=None, description="catalogue id; default: the first embeddings model")
+    """OpenAI's embeddings request, plus embedserve's ``options`` and ``truncate`` and Jina's extras."""
+
+    input: EmbeddingInput = Field(
+        description="a string, a list of strings, or token ids of the model's own vocabulary (a list of integers "
+        'is one input, a list of lists several); Jina\'s {"text": ...} objects are read as strings'
+    )
+    model: str | None = Field(default=None, description="catalogue id; default: the default embeddings model")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, description="keep the first N dimensions (Matryoshka)")
     user: str | None = None
     truncate: bool = Field(default=True, description="false: inputs longer than max_length are a 422")
     options: EmbeddingOptions | None = None
+    task: JinaTask | None = Field(default=None, description="Jina: picks the model's prompt of that purpose")
+    embedding_type: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] | None = Field(
+        default=None, description="Jina: base64 is encoding_format base64; the others are options.precision"
+    )
+    normalized: bool | None = Field(default=None, description="Jina: the same as options.normalize_embeddings")
+    late_chunking: bool | None = Field(default=None, description="Jina: only false is supported")
 
 
 class SparseOptions(Request):

@@ -24,12 +24,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
+from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-__all__ = ["DenseEngine", "Engine", "RerankEngine", "RerankUnits", "Side", "SparseEngine", "SparseVector", "Tokens"]
+__all__ = [
+    "DenseEngine",
+    "Engine",
+    "RerankEngine",
+    "RerankUnits",
+    "Side",
+    "SparseEngine",
+    "SparseVector",
+    "Token",
+    "Tokens",
+]
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,12 @@ class Engine(ABC):
 class TextEngine(Engine):
     """Dense and sparse engines: one unit per text, the prompt read in front of it."""
 
-    def encode_texts(self, texts: Sequence[str], prompt: str | None, side: Side = "right") -> list[Tokens]:
+    def encode_texts(
+        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+    ) -> list[Tokens]:
+        """Units cut to ``limit`` tokens (at most the model's ``max_length``) from ``side``."""
         inputs = [prompt + t for t in texts] if prompt else list(texts)
-        return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt))
+        return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt), limit=limit)
 
     def prompt_group(self, prompt: str | None) -> int:
         """Units whose pooling depends on the prompt (it is left out) batch only with their own."""
@@ -94,13 +107,16 @@ class RerankUnits:
 
 class RerankEngine(Engine):
     @abstractmethod
-    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
-        """The units to compute for this query and its documents."""
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
+    ) -> RerankUnits:
+        """The units to compute for this query and its documents (each cut to ``doc_limit`` tokens)."""
 
     @abstractmethod
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
-        """One row (or one score) per unit."""
+        """One row (or one raw score) per unit."""
 
     @abstractmethod
-    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
-        """Relevance of each document, from the forward outputs of one request's units."""
+    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+        """Relevance of each document, from the forward outputs of one request's units; ``raw``:
+        before the model's activation (a cross-encoder's logits), where it has one."""

@@ -26,6 +26,7 @@ from embedserve.engines.base import (
     RerankUnits,
     SparseEngine,
     SparseVector,
+    TextEngine,
 )
 from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 
@@ -159,22 +160,28 @@ class CrossEncoderEngine(_STModel, RerankEngine):
             raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
         self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
 
-    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
-        return RerankUnits(self.tokenizer.encode_pairs(query, documents, side), query_units=0)
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
+    ) -> RerankUnits:
+        return RerankUnits(self.tokenizer.encode_pairs(query, documents, side, doc_limit), query_units=0)
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
+        """The logits; the activation is applied per request in :meth:`scores`."""
         with torch.inference_mode():
-            scores: torch.Tensor = self.model(self._features(batch))["scores"].float()
-            if self.model.activation_fn is not None:
-                scores = self.model.activation_fn(scores)
-        out: FloatArray = scores.reshape(len(batch)).cpu().numpy()
+            logits: torch.Tensor = self.model(self._features(batch))["scores"].float()
+        out: FloatArray = logits.reshape(len(batch)).cpu().numpy()
         return out
 
-    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
-        return np.asarray(outputs, dtype=np.float32)
+    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+        logits = np.asarray(outputs, dtype=np.float32)
+        if raw or self.model.activation_fn is None:
+            return logits
+        with torch.inference_mode():
+            activated = self.model.activation_fn(torch.from_numpy(logits))
+        return np.asarray(activated.numpy(), dtype=np.float32)
 
 
-class SimilarityRerankEngine(_BiEncoder, RerankEngine):
+class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
     """Reranks with a bi-encoder: cosine of the query's and each document's embedding.
 
     Weaker than a cross-encoder, but it needs only a dense model. The catalogue's ``query``
@@ -188,17 +195,17 @@ class SimilarityRerankEngine(_BiEncoder, RerankEngine):
         self.query_prompt = entry.spec.prompts.get("query")
         self.document_prompt = entry.spec.prompts.get("document")
 
-    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> RerankUnits:
-        q = self.tokenizer.encode([(self.query_prompt or "") + query], side, self.prompt_group(self.query_prompt))
-        prompt = self.document_prompt or ""
-        docs = self.tokenizer.encode([prompt + d for d in documents], side, self.prompt_group(self.document_prompt))
-        return RerankUnits(q + docs, query_units=1)
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
+    ) -> RerankUnits:
+        q = self.encode_texts([query], self.query_prompt, side)
+        return RerankUnits(q + self.encode_texts(documents, self.document_prompt, side, doc_limit), query_units=1)
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         vectors = self._embed(batch).float()
         unit: FloatArray = torch.nn.functional.normalize(vectors, p=2, dim=1).cpu().numpy()
         return unit
 
-    def scores(self, outputs: FloatArray, query_units: int) -> FloatArray:
+    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
         vectors = np.asarray(outputs, dtype=np.float32)
         return np.asarray(vectors[query_units:] @ vectors[0], dtype=np.float32)

@@ -23,6 +23,18 @@ from tokenizers import Tokenizer
 Side = Literal["right", "left"]
 
 
+@dataclass(frozen=True)
+class Token:
+    """One token of a text: its id, its text, whether it is a special token, and (for the
+    others) the character offsets of its span in the input."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """One unit of model work: a text, or a query-document pair."""
@@ -63,25 +75,62 @@ class TextTokenizer:
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
         return tokenizer
 
-    def encode(self, texts: Sequence[str], side: Side = "right", group: int = 0) -> list[Tokens]:
+    def encode(
+        self, texts: Sequence[str], side: Side = "right", group: int = 0, limit: int | None = None
+    ) -> list[Tokens]:
+        """One unit per text, cut to ``limit`` tokens (default and at most: the model's max_length)."""
         raws = self._raw.encode_batch(list(texts), add_special_tokens=False)
-        cut = self._cut[side]
+        budget = max(0, min(limit or self.max_length, self.max_length) - self._special_single)
         out = []
         for raw in raws:
-            done = cut.post_process(raw)
-            out.append(Tokens(done.ids, done.type_ids, len(raw.ids) + self._special_single, group))
+            original = len(raw.ids) + self._special_single
+            if len(raw.ids) > budget:
+                raw.truncate(budget, direction=side)
+            done = self._raw.post_process(raw)
+            out.append(Tokens(done.ids, done.type_ids, original, group))
         return out
 
-    def encode_pairs(self, query: str, documents: Sequence[str], side: Side = "right") -> list[Tokens]:
-        """One unit per document: the query and the document read together."""
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
+    ) -> list[Tokens]:
+        """One unit per document: the query and the document read together, cut longest-first.
+
+        ``doc_limit`` first cuts each document (on the right) to that many tokens, counted as if it
+        were encoded alone with its special tokens (Cohere's ``max_tokens_per_doc``)."""
         first = self._raw.encode(query, add_special_tokens=False)
         raws = self._raw.encode_batch(list(documents), add_special_tokens=False)
         cut = self._cut[side]
         out = []
         for raw in raws:
+            if doc_limit is not None and len(raw.ids) + self._special_single > doc_limit:
+                raw.truncate(max(1, doc_limit - self._special_single), direction="right")
             done = cut.post_process(first, raw)
             out.append(Tokens(done.ids, done.type_ids, len(first.ids) + len(raw.ids) + self._special_pair))
         return out
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._raw.get_vocab_size(with_added_tokens=True))
+
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        """Each text's tokens, untruncated, with the character span of each non-special token."""
+        out = []
+        for text, encoding in zip(
+            texts, self._raw.encode_batch(list(texts), add_special_tokens=add_special_tokens), strict=True
+        ):
+            tokens = []
+            for id_, name, special, (start, stop) in zip(
+                encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
+            ):
+                if special:
+                    tokens.append(Token(id_, name, True, None, None))
+                else:
+                    tokens.append(Token(id_, text[start:stop], False, start, stop))
+            out.append(tokens)
+        return out
+
+    def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        return list(self._raw.decode_batch([list(row) for row in ids], skip_special_tokens=skip_special_tokens))
 
     def pad(self, batch: Sequence[Tokens]) -> dict[str, npt.NDArray[np.int64]]:
         """input_ids, attention_mask and token_type_ids, padded to the longest unit."""

@@ -1,0 +1,107 @@
+"""OpenAI's ``POST /v1/embeddings`` (also at ``/api/v1/embeddings``), with Jina's extras.
+
+Besides OpenAI's fields (texts or token ids, base64 or float, ``dimensions``) the route reads
+Jina's ``task``, ``embedding_type``, ``normalized`` and ``late_chunking``, so Jina clients work
+against the same URL. Errors are in OpenAI's envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from fastapi import APIRouter
+
+from embedserve import tasks
+from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.errors import dialect_route
+from embedserve.api.responses import FastJSONResponse, base64_rows, usage
+from embedserve.api.schemas import EmbeddingOptions, EmbeddingRequest, EmbeddingResponse, is_token_ids
+from embedserve.catalog import ModelSpec
+from embedserve.errors import InvalidInput
+from embedserve.quantization import Precision
+from embedserve.registry import ModelHandle
+
+router = APIRouter(tags=["embeddings"], route_class=dialect_route("openai"))
+
+# Jina's task → the catalogue prompt names that serve it, best first (none: the default prompt).
+JINA_TASK_PROMPTS: dict[str, tuple[str, ...]] = {
+    "retrieval.query": ("retrieval.query", "query"),
+    "retrieval.passage": ("retrieval.passage", "passage", "document"),
+    "text-matching": ("text-matching",),
+    "classification": ("classification",),
+    "separation": ("separation", "clustering"),
+    "clustering": ("clustering", "separation"),
+    "code.query": ("code.query", "query"),
+    "code.passage": ("code.passage", "passage", "document"),
+}
+
+
+@router.post("/api/v1/embeddings", response_model=EmbeddingResponse)
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+async def create_embeddings(body: EmbeddingRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+    """Dense embeddings, OpenAI's request and response (plus ``options``, ``truncate`` and Jina's fields)."""
+    handle = registry.for_task(body.model, "embeddings")
+    texts = await input_texts(handle, body.input, limits)
+    options, encoding = embed_options(body, handle.entry.spec)
+    result = await tasks.embed(handle, texts, options, limits)
+    rows: Any = base64_rows(result.embeddings) if encoding == "base64" else result.embeddings
+    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+    return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": usage(result.tokens)})
+
+
+async def input_texts(
+    handle: ModelHandle,
+    value: str | list[str] | list[int] | list[list[int]],
+    limits: tasks.Limits,
+    param: str = "input",
+) -> list[str]:
+    """The request's texts; token ids (of the model's own vocabulary) are decoded to text."""
+    if isinstance(value, str):
+        return [value]
+    if not is_token_ids(value):
+        return cast(list[str], value)
+    if isinstance(value[0], int):
+        return await tasks.texts_from_ids(handle, [value], limits, param, single=True)
+    return await tasks.texts_from_ids(handle, cast(list[list[int]], value), limits, param)
+
+
+def embed_options(body: EmbeddingRequest, spec: ModelSpec) -> tuple[tasks.EmbedOptions, str]:
+    """OpenAI's, embedserve's and Jina's fields as one set of options, and the encoding; a
+    setting given twice with different values is a 422 naming the Jina field."""
+    opts = body.options or EmbeddingOptions()
+    given = body.model_fields_set
+    if body.late_chunking:
+        raise InvalidInput("late_chunking is not supported; send it as false or leave it out", param="late_chunking")
+    normalize = opts.normalize_embeddings
+    if body.normalized is not None:
+        if normalize is not None and normalize != body.normalized:
+            raise InvalidInput("normalized and options.normalize_embeddings disagree; give one", param="normalized")
+        normalize = body.normalized
+    prompt_name = opts.prompt_name
+    if body.task is not None:
+        if opts.prompt is not None or opts.prompt_name is not None:
+            raise InvalidInput("give task or options.prompt / options.prompt_name, not both", param="task")
+        prompt_name = tasks.prompt_name_for(spec, JINA_TASK_PROMPTS[body.task])
+    precision: Precision = opts.precision
+    encoding = body.encoding_format
+    kind = body.embedding_type
+    if kind == "base64":
+        if "encoding_format" in given and encoding != "base64":
+            raise InvalidInput("embedding_type base64 and encoding_format float disagree", param="embedding_type")
+        encoding = "base64"
+    elif kind is not None:
+        wanted: Precision = "float32" if kind == "float" else kind
+        if opts.precision not in ("float32", wanted):
+            raise InvalidInput(
+                f"embedding_type {kind} and options.precision {opts.precision} disagree", param="embedding_type"
+            )
+        precision = wanted
+    options = tasks.EmbedOptions(
+        normalize=normalize,
+        prompt=opts.prompt,
+        prompt_name=prompt_name,
+        precision=precision,
+        dimensions=body.dimensions,
+        truncate=body.truncate,
+    )
+    return options, encoding
