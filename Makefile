@@ -10,7 +10,7 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --n
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench-sts screenshot clean
+.PHONY: run test test-fast lint bench bench-sts screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -47,6 +47,23 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e ".[models,test,bench]"
+	touch $@
+
+# Infinity, the peer the batching benchmark compares with, in a venv of its own (torch pinned first).
+INFINITY_VENV := bench/.venv-infinity
+$(INFINITY_VENV)/.installed:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFINITY_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(INFINITY_VENV)/bin/pip install --quiet "infinity-emb[server,torch,optimum,einops,logging]==0.0.78"
+	touch $@
+
+# Dynamic batching: the in-process ceiling, embedserve and Infinity under the same loads (bench/batching.py).
+bench: $(VENV)/.installed-bench $(INFINITY_VENV)/.installed
+	$(BIN)/python bench/batching.py
 
 bench-sts: $(VENV)/.installed-test
 	$(BIN)/python bench/sts.py --json bench/results/sts.json
