@@ -228,7 +228,7 @@ async def measure_loads(
         result: LoadResult = await run_load(
             host,
             port,
-            PATHS[(server, task)],
+            PATHS[(server.split("-")[0], task)],
             payloads,
             concurrency=concurrency,
             items_per_request=per_request,

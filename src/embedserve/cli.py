@@ -129,10 +129,12 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
     import uvicorn
 
     from embedserve.api import create_app
+    from embedserve.engines import passive_omp_threads
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passive_omp_threads()
     if settings.torch_threads:
         import torch
 

@@ -6,14 +6,36 @@ importing the API layer never pulls in torch.
 
 from __future__ import annotations
 
+import os
+
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import DenseEngine, Engine, RerankEngine, SparseEngine, SparseVector
 
-__all__ = ["DenseEngine", "Engine", "RerankEngine", "SparseEngine", "SparseVector", "create_engine"]
+__all__ = [
+    "DenseEngine",
+    "Engine",
+    "RerankEngine",
+    "SparseEngine",
+    "SparseVector",
+    "create_engine",
+    "passive_omp_threads",
+]
+
+
+def passive_omp_threads() -> None:
+    """Make torch's OpenMP threads sleep, not spin, while they wait (unless OMP_WAIT_POLICY is set).
+
+    A server's forward passes share the cores with its own event loop, tokenizer threads and
+    whatever else runs on the machine. Spinning threads then wait on each other for whole
+    scheduler slices: measured here, one short query took 300-480 ms instead of 15 ms with one
+    core busy elsewhere, and 17 ms with passive waiting. Takes effect only before torch loads.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def create_engine(entry: CatalogEntry) -> Engine:
     """Load the model of ``entry`` (blocking) and return its engine."""
+    passive_omp_threads()
     from embedserve.engines import sentence_transformers as st
 
     spec = entry.spec
