@@ -41,6 +41,9 @@ import numpy as np
 import psutil
 import yaml
 
+# The same OpenMP setting the server uses (embedserve.engines.passive_omp_threads), for the in-process
+# ceiling and for Infinity: the comparison is then about serving, not about this one setting.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -159,15 +162,51 @@ def catalogue(models: dict[str, Path], path: Path) -> Path:
     return path
 
 
+def onnx_copies(models: dict[str, Path], dest: Path) -> dict[str, Path]:
+    """Copies of the dense and rerank models with an ONNX export inside, for Infinity's optimum engine."""
+    cli = INFINITY.with_name("optimum-cli")
+    out = {}
+    for name, task in (("dense", "feature-extraction"), ("rerank", "text-classification")):
+        copy = dest / f"{name}-onnx"
+        shutil.copytree(models[name], copy)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        cmd = [
+            str(cli),
+            "export",
+            "onnx",
+            "--model",
+            str(copy),
+            "--task",
+            task,
+            "--library-name",
+            "transformers",
+            str(copy),
+        ]
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        if name == "dense":  # Infinity's ONNX path truncates at max_position_embeddings: make it the served 256
+            config = json.loads((copy / "config.json").read_text())
+            config["max_position_embeddings"] = 256
+            (copy / "config.json").write_text(json.dumps(config))
+        out[name] = copy
+    return out
+
+
 @contextlib.contextmanager
 def infinity_server(models: dict[str, Path], engine: str, log: Path) -> Iterator[tuple[str, int]]:
+    """Infinity serving ``models`` (name: directory) with ``engine``, on 127.0.0.1 and a free port.
+
+    With one model, Infinity runs in the model's directory and is given ``.``: its ONNX file
+    lookup only works with paths relative to the model directory."""
     port = free_port()
     cmd = [str(INFINITY), "v2", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    for name in ("dense", "rerank"):
-        cmd += ["--model-id", str(models[name]), "--served-model-name", name, "--engine", engine]
+    single = len(models) == 1
+    for name, path in models.items():
+        cmd += ["--model-id", "." if single else str(path), "--served-model-name", name, "--engine", engine]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    env["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"]
+    cwd = next(iter(models.values())) if single else None
     with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         _wait_http("127.0.0.1", port, "/health", process, log)
         yield "127.0.0.1", port
@@ -443,8 +482,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sending {args.rss_texts} texts for the RSS check ...", flush=True)
                 rss = asyncio.run(rss_growth(host, port, server.process.pid, queries, args.rss_texts))
         if use_infinity:
-            with infinity_server(models, "optimum", tmp / "infinity-optimum.log") as infinity_onnx:
-                for task in (t for t in tasks if t != "sparse"):
+            print("exporting ONNX copies for Infinity's optimum engine ...", flush=True)
+            onnx_models = onnx_copies(models, tmp)
+            for task in (t for t in tasks if t != "sparse"):  # one process per model (see infinity_server)
+                log = tmp / f"infinity-optimum-{task}.log"
+                with infinity_server({task: onnx_models[task]}, "optimum", log) as infinity_onnx:
                     rows += asyncio.run(
                         measure_loads(*infinity_onnx, "infinity-optimum", task, items, args.seconds, False)
                     )

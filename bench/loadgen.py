@@ -103,11 +103,13 @@ async def run_load(
     warmup: float = 1.0,
     probe: Callable[[], Any] | None = None,
 ) -> LoadResult:
-    """Closed loop for ``warmup + seconds``; only requests that start after the warm-up count."""
+    """Closed loop for ``warmup + seconds``; counts the requests that complete inside the measured window.
+
+    At the end of the window the clients still waiting are cancelled (their connections close,
+    so the server drops their work) and their requests are not counted."""
     next_body = itertools.cycle(bodies).__next__
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    measure_from = start + warmup
+    measure_from = loop.time() + warmup
     stop_at = measure_from + seconds
     latencies: list[float] = []
     counted = [0, 0]  # requests, errors
@@ -115,14 +117,16 @@ async def run_load(
     async def client() -> None:
         conn = Connection(host, port)
         try:
-            while (t0 := loop.time()) < stop_at:
+            while loop.time() < stop_at:
+                t0 = loop.time()
                 try:
                     status, _ = await conn.request("POST", path, next_body())
                 except (ConnectionError, asyncio.IncompleteReadError, OSError):
                     status = 0
                     conn.close()
-                if t0 >= measure_from:
-                    latencies.append((loop.time() - t0) * 1000)
+                t1 = loop.time()
+                if measure_from <= t1 <= stop_at:
+                    latencies.append((t1 - t0) * 1000)
                     counted[0] += 1
                     counted[1] += status != 200
         finally:
@@ -131,11 +135,14 @@ async def run_load(
     tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
     if probe is not None:
         tasks.append(asyncio.create_task(probe()))
-    await asyncio.gather(*tasks)
-    elapsed = loop.time() - measure_from  # includes the tail of the last requests in flight
+    await asyncio.sleep(max(0.0, stop_at - loop.time()))
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     ok = counted[0] - counted[1]
     return LoadResult(
-        concurrency, items_per_request, elapsed, counted[0], ok * items_per_request, counted[1], latencies
+        concurrency, items_per_request, seconds, counted[0], ok * items_per_request, counted[1], latencies
     )
 
 
