@@ -112,22 +112,20 @@ class ModelHandle:
 
     async def tokenize(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
-        batcher = self.batcher
-        if batcher is None:
-            await self.ready_engine()
-            batcher = self.batcher
-            assert batcher is not None, "a ready model has a batcher. This is a bug."
+        batcher = await self._batcher()
         with batcher.incoming():
             return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
 
     async def submit(self, units: Sequence[Tokens]) -> list[Any]:
         """Queue the units for the model's forward passes; one output per unit, in order."""
-        batcher = self.batcher
-        if batcher is None:
-            await self.ready_engine()  # raises 503 for an unloaded or failed model
-            batcher = self.batcher
-            assert batcher is not None, "a ready model has a batcher. This is a bug."
-        return await batcher.submit(units)
+        return await (await self._batcher()).submit(units)
+
+    async def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            await self.ready_engine()  # loads a lazy model; 503 for an unloaded or failed one
+        if self.batcher is None:
+            raise ModelUnavailable(f"model '{self.id}' was unloaded while this request waited", param="model")
+        return self.batcher
 
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
