@@ -1,12 +1,12 @@
 """Dynamic batching: one queue per model, one thread that runs its forward passes.
 
 Requests put their units (texts, or query-document pairs, already tokenized) into the
-model's queue and wait on a future. The batch thread takes the oldest unit and the units
-after it, in arrival order, while the batch stays within ``max_batch_size`` units and
-``max_batch_tokens`` padded tokens (the longest unit times the batch's size); it runs one
-forward pass and hands every unit's output back to its request. So many small requests
-merge into one pass, and one large request is split across several (its units are queued
-sorted by length, so each pass pads little).
+model's queue and wait on a future. The batch thread takes the oldest unit, and with it the
+units of the next few batches' worth whose lengths are closest to its own, while the batch
+stays within ``max_batch_size`` units and ``max_batch_tokens`` padded tokens (the longest unit
+times the batch's size); it runs one forward pass and hands every unit's output back to its
+request. So many small requests merge into one pass, one large request is split across
+several, and each pass pads little.
 
 Waiting: when requests are still being tokenized for this model and the queue holds less
 than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone request never
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -163,29 +164,34 @@ class Batcher:
             raise
 
     def _take(self) -> list[_Unit]:
-        """The next batch, under the lock: the oldest live unit and those after it that fit."""
+        """The next batch, under the lock: the oldest live unit, and the units of its group from the
+        next ``4 * max_batch_size`` whose lengths are closest to its own, within the limits.
+
+        The oldest unit always goes, so none waits forever; its neighbours in length pad little."""
         limits = self.limits
-        batch: list[_Unit] = []
-        kept: list[_Unit] = []  # units of another group, skipped over, put back in order
-        longest = 0
-        while self._queue:
-            unit = self._queue[0]
-            if not unit.request.live:
-                self._queue.popleft()
-                self._queued -= 1
-                continue
-            if batch and unit.tokens.group != batch[0].tokens.group:
-                kept.append(self._queue.popleft())
-                if len(kept) > limits.max_batch_size:
-                    break
-                continue
-            width = max(longest, unit.tokens.cost)
-            if batch and (len(batch) >= limits.max_batch_size or width * (len(batch) + 1) > limits.max_batch_tokens):
-                break
-            batch.append(self._queue.popleft())
+        while self._queue and not self._queue[0].request.live:
+            self._queue.popleft()
             self._queued -= 1
+        if not self._queue:
+            return []
+        head = self._queue.popleft()
+        self._queued -= 1
+        window: list[_Unit] = []
+        for unit in itertools.islice(self._queue, 4 * limits.max_batch_size):
+            if unit.request.live and unit.tokens.group == head.tokens.group:
+                window.append(unit)
+        window.sort(key=lambda u: abs(u.tokens.cost - head.tokens.cost))
+        batch, longest = [head], head.tokens.cost
+        for unit in window:
+            width = max(longest, unit.tokens.cost)
+            if len(batch) >= limits.max_batch_size or width * (len(batch) + 1) > limits.max_batch_tokens:
+                break
+            batch.append(unit)
             longest = width
-        self._queue.extendleft(reversed(kept))
+        if len(batch) > 1:
+            taken = {id(u) for u in batch}
+            self._queue = deque(u for u in self._queue if id(u) not in taken and u.request.live)
+            self._queued = len(self._queue)
         return batch
 
     def _wait_for_batch(self) -> list[_Unit]:
