@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[models,test]"
+	$(BIN)/pip install --quiet -e ".[models,eval,test]"
 	touch $@
 
 run: $(VENV)/.installed
