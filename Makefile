@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench-sts clean
+.PHONY: run test test-fast lint bench-sts bench-eval clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -40,6 +40,10 @@ lint: $(VENV)/.installed-test
 
 bench-sts: $(VENV)/.installed-test
 	$(BIN)/python bench/sts.py --json bench/results/sts.json
+
+# Full SciFact through the server into an embedded PostgreSQL + pgvector (tens of minutes on 2 cores).
+bench-eval: $(VENV)/.installed-test
+	$(BIN)/python bench/eval.py --json bench/results/eval_scifact.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -88,11 +88,9 @@ class Client:
         """Dense embeddings (float32 rows, input order), ``batch_size`` texts a request."""
         rows: list[list[float]] = []
         for chunk in self._chunks(texts, desc):
-            body: dict[str, Any] = {"model": model, "input": chunk}
-            if prompt_name:
-                body["options"] = {"prompt_name": prompt_name}
+            body = self._body(model, chunk, prompt_name)
             rows.extend(item["embedding"] for item in _in_order(self._post("/api/v1/embeddings", body)["data"], chunk))
-        return np.asarray(rows, dtype=np.float32)
+        return np.take(np.asarray(rows, dtype=np.float32), _inverse(texts), axis=0)
 
     def embed_sparse(
         self, model: str, texts: Sequence[str], prompt_name: str | None = None, desc: str = ""
@@ -100,13 +98,18 @@ class Client:
         """Sparse embeddings in input order, every non-zero weight kept."""
         vectors: list[SparseVector] = []
         for chunk in self._chunks(texts, desc):
-            body: dict[str, Any] = {"model": model, "input": chunk}
-            if prompt_name:
-                body["options"] = {"prompt_name": prompt_name}
+            body = self._body(model, chunk, prompt_name)
             for item in _in_order(self._post("/api/v1/embed_sparse", body)["data"], chunk):
                 indices = np.asarray(item["indices"], dtype=np.int64)
                 vectors.append(SparseVector(indices, np.asarray(item["values"], dtype=np.float32)))
-        return vectors
+        return [vectors[i] for i in _inverse(texts)]
+
+    @staticmethod
+    def _body(model: str, chunk: list[str], prompt_name: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "input": chunk}
+        if prompt_name:
+            body["options"] = {"prompt_name": prompt_name}
+        return body
 
     def rerank(self, model: str, query: str, documents: Sequence[str]) -> list[tuple[int, float]]:
         """(position in ``documents``, score) for every document, highest score first."""
@@ -117,8 +120,10 @@ class Client:
         return [(int(r["index"]), float(r["relevance_score"])) for r in results]
 
     def _chunks(self, texts: Sequence[str], desc: str) -> Iterator[list[str]]:
-        """``batch_size`` texts at a time, with a progress bar (on stderr) when ``desc`` is given."""
-        chunks = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        """``batch_size`` texts at a time, longest first (a request pads to its longest text, so
+        similar lengths together waste less), with a progress bar on stderr when ``desc`` is given."""
+        ordered = [texts[i] for i in _by_length(texts)]
+        chunks = [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
         if not desc:
             yield from chunks
             return
@@ -129,6 +134,15 @@ class Client:
                 bar.update(len(chunk))
         finally:
             bar.close()
+
+
+def _by_length(texts: Sequence[str]) -> np.ndarray:
+    return np.argsort(np.asarray([-len(t) for t in texts], dtype=np.int64), kind="stable")
+
+
+def _inverse(texts: Sequence[str]) -> np.ndarray:
+    """Where each input's result lies in the length-sorted order."""
+    return np.argsort(_by_length(texts), kind="stable")
 
 
 def _in_order(data: list[dict[str, Any]], chunk: Sequence[str]) -> list[dict[str, Any]]:
