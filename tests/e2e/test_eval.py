@@ -37,6 +37,7 @@ def _load_bench() -> ModuleType:
 
 
 bench = _load_bench()
+pytestmark = pytest.mark.slow  # about a minute of embedding on 2 cores
 
 
 def _eval_postgres_pids() -> set[int]:
