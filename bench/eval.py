@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rerank-top", type=int, default=20, help="hybrid results reranked (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the figures here (and a PNG beside it)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop the server and PostgreSQL
 
     data = load_dataset(args.data)
     with server_url(args.url) as url:

@@ -214,6 +214,8 @@ def _eval(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.no_progress,
     )
+    # SIGTERM unwinds like Ctrl-C, so the embedded PostgreSQL and the schema are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         result = run_eval(config)
     except USER_ERRORS as exc:

@@ -21,9 +21,11 @@ from helpers.beir import write_subset
 from helpers.server import ROOT, Server
 
 from embedserve.cli import main
+from embedserve.evaluation.client import SparseVector
 from embedserve.evaluation.metrics import evaluate, rrf
 from embedserve.evaluation.postgres import embedded_postgres, is_running
 from embedserve.evaluation.runner import EvalConfig, EvalResult, run_eval
+from embedserve.evaluation.store import Store
 
 
 def _load_bench() -> ModuleType:
@@ -133,6 +135,12 @@ def test_cli_with_a_user_database_keeps_or_drops_its_schema(
         assert conn.execute(f"SELECT count(*) FROM {schema}.documents").fetchone() == (20,)
         indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)).fetchall()
         assert sum("USING hnsw" in row[0] for row in indexes) == 2
+        store = Store(conn, schema)
+        store.dense_dimension, store.sparse_dimension = 384, 30522
+        store.prepare_search()
+        query = SparseVector(np.array([2000, 3000]), np.array([1.0, 0.5], dtype=np.float32))
+        plan = store.explain_hybrid(np.ones(384, dtype=np.float32), query)
+        assert "Index Scan using documents_dense_idx" in plan and "Index Scan using documents_sparse_idx" in plan
 
         assert main(args) == 0
         schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'embedserve_eval_%'").fetchall()
