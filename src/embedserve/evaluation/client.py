@@ -55,14 +55,20 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            return self.http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise ServerError(f"cannot reach the server at {self.http.base_url}: {exc}") from exc
+
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.http.post(path, json=body)
+        response = self._send("POST", path, body)
         if response.status_code >= 400:
             raise ServerError(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
 
     def _get(self, path: str) -> Any:
-        response = self.http.get(path)
+        response = self._send("GET", path)
         if response.status_code >= 400:
             raise ServerError(f"GET {path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
