@@ -66,3 +66,8 @@ def test_refuses_judgements_of_missing_documents(tmp_path: Path) -> None:
 def test_refuses_a_directory_that_is_not_beir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"qrels/test\.tsv"):
         load_dataset(tmp_path)
+
+
+def test_refuses_qrels_that_judge_nothing_relevant(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="judges no document relevant"):
+        load_dataset(_write(tmp_path / "d", qrels="query-id\tcorpus-id\tscore\n1\t10\t0\n"))

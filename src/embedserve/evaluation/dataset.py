@@ -73,6 +73,8 @@ def load_dataset(directory: Path, split: str = "test") -> Dataset:
     Raises ``ValueError`` when a judged query or document is missing from the files.
     """
     qrels = load_qrels(_find(directory, f"qrels/{split}.tsv"))
+    if not qrels:
+        raise ValueError(f"{directory}/qrels/{split}.tsv judges no document relevant to any query")
     corpus: dict[str, str] = {}
     for number, row in _jsonl(_find(directory, "corpus.jsonl", "corpus.jsonl.gz")):
         doc_id = str(row.get("_id", ""))
