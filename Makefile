@@ -10,7 +10,7 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --n
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench bench-sts screenshot clean
+.PHONY: run test test-fast lint bench bench-sts bench-eval screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[models,test]"
+	$(BIN)/pip install --quiet -e ".[models,eval,test]"
 	touch $@
 
 # Playwright's own browser download needs the network: use the distribution's Chromium, installed
@@ -72,6 +72,10 @@ bench-sts: $(VENV)/.installed-test
 screenshot: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest -q tests/browser -k sparse_two_texts
 	cp test-output/playground/sparse-two-texts.png docs/playground.png
+
+# Full SciFact through the server into an embedded PostgreSQL + pgvector (tens of minutes on 2 cores).
+bench-eval: $(VENV)/.installed-test
+	$(BIN)/python bench/eval.py --json bench/results/eval_scifact.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache test-output

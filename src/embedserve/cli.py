@@ -1,4 +1,4 @@
-"""Command line: ``embedserve serve | models | --version``. The only reader of argv.
+"""Command line: ``embedserve serve | models | eval | --version``. The only reader of argv.
 
 Settings come from flags over ``EMBEDSERVE_*`` environment variables over defaults.
 """
@@ -55,7 +55,34 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
     models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    _eval_parser(sub)
     return parser
+
+
+def _eval_parser(sub: Any) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="retrieval quality of a running server on a BEIR dataset, stored in PostgreSQL + pgvector",
+        description="Embed a BEIR dataset through a running server, store it in PostgreSQL + pgvector and score "
+        "dense, sparse, hybrid (RRF) and hybrid + rerank retrieval (nDCG@10, MRR@10, Recall@100, latency). "
+        "Needs pip install 'embedserve[eval]'.",
+    )
+    ev.add_argument("--dataset", type=Path, required=True, help="a BEIR dataset directory")
+    ev.add_argument("--url", default="http://127.0.0.1:7860", help="the server (default: %(default)s)")
+    ev.add_argument("--api-key", default=os.environ.get("EMBEDSERVE_API_KEY"), help="bearer token (EMBEDSERVE_API_KEY)")
+    ev.add_argument("--dsn", help="PostgreSQL with pgvector to use (default: a throwaway embedded PostgreSQL)")
+    ev.add_argument("--dense", help="dense model id (default: the catalogue's default embeddings model)")
+    ev.add_argument("--sparse", help="sparse model id (default: the catalogue's default sparse model)")
+    ev.add_argument("--rerank", help="rerank model id (default: the catalogue's default reranker)")
+    ev.add_argument("--rrf-k", type=int, default=60, help="reciprocal rank fusion constant (default: %(default)s)")
+    ev.add_argument("--candidates", type=int, default=100, help="top N of each search fused (default: %(default)s)")
+    ev.add_argument("--rerank-top", type=int, default=20, help="hybrid results reranked (default: %(default)s)")
+    ev.add_argument("--ef-search", type=int, default=200, help="hnsw.ef_search (default: %(default)s)")
+    ev.add_argument("--split", default="test", help="qrels/<split>.tsv (default: %(default)s)")
+    ev.add_argument("--batch-size", type=int, default=32, help="texts per embedding request (default: %(default)s)")
+    ev.add_argument("--keep", action="store_true", help="with --dsn: keep the schema instead of dropping it")
+    ev.add_argument("--out", type=Path, default=Path("eval-results"), help="JSON and PNG folder (default: %(default)s)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -74,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    if args.command == "eval":
+        return _eval(args)
     try:
         settings = _settings(args)
         if args.command == "models":
@@ -159,4 +188,50 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    # imported here so that serve never imports psycopg, matplotlib or the eval extra at all
+    try:
+        from embedserve.evaluation import report
+        from embedserve.evaluation.runner import USER_ERRORS, EvalConfig, run_eval
+    except ImportError as exc:
+        return _fail(f"eval needs the eval extra: pip install 'embedserve[eval]' ({exc.name} is missing)")
+    for flag, value, least in (("--candidates", args.candidates, 1), ("--rerank-top", args.rerank_top, 0)):
+        if value < least:
+            return _fail(f"{flag} must be at least {least}")
+    if not 1 <= args.ef_search <= 1000 or args.ef_search < args.candidates:
+        return _fail("--ef-search must be between --candidates and 1000 (pgvector's range)")
+    if args.keep and not args.dsn:
+        print("embedserve: note: --keep applies to --dsn; the embedded database is deleted at the end", file=sys.stderr)
+    config = EvalConfig(
+        dataset=args.dataset,
+        url=args.url,
+        api_key=args.api_key,
+        dsn=args.dsn,
+        dense=args.dense,
+        sparse=args.sparse,
+        rerank=args.rerank,
+        rrf_k=args.rrf_k,
+        candidates=args.candidates,
+        rerank_top=args.rerank_top,
+        ef_search=args.ef_search,
+        keep=args.keep,
+        batch_size=args.batch_size,
+        split=args.split,
+        progress=not args.no_progress,
+    )
+    # SIGTERM unwinds like Ctrl-C, so the embedded PostgreSQL and the schema are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        result = run_eval(config)
+    except USER_ERRORS as exc:
+        return _fail(f"eval: {exc}")
+    print(report.format_table(result))
+    stem = args.out / result.dataset
+    report.write_json(result, stem.with_suffix(".json"))
+    report.write_png(result, stem.with_suffix(".png"))
+    kept = f"; tables kept in schema {result.schema}" if result.schema else ""
+    print(f"wrote {stem}.json and {stem}.png{kept}")
     return 0
