@@ -146,13 +146,11 @@ async def run_load(
     )
 
 
-async def probe_latency(host: str, port: int, path: str, until: float, every: float = 0.02) -> list[float]:
-    """GET ``path`` every ``every`` seconds until the loop time ``until``; the latencies in ms."""
-    loop = asyncio.get_running_loop()
+async def probe_latency(host: str, port: int, path: str, out: list[float], every: float = 0.02) -> None:
+    """GET ``path`` every ``every`` seconds until cancelled, appending each latency (ms) to ``out``."""
     conn = Connection(host, port)
-    out = []
     try:
-        while loop.time() < until:
+        while True:
             t0 = time.perf_counter()
             status, _ = await conn.request("GET", path)
             if status == 200:
@@ -160,4 +158,3 @@ async def probe_latency(host: str, port: int, path: str, until: float, every: fl
             await asyncio.sleep(every)
     finally:
         conn.close()
-    return out

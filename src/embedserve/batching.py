@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
 
 
+def default_batch_tokens(device: str) -> int:
+    """Padded tokens per pass when the catalogue sets none. On a CPU, long inputs run fastest a
+    few at a time (measured here: 512-token rerank pairs gave 14.2 pairs/s with 1,024 tokens a
+    pass and 11.2 with 16,384), while 1,024 still lets ~30 short queries share a pass; an
+    accelerator wants big batches."""
+    return 1024 if device == "cpu" else 16384
+
+
 @dataclass(frozen=True)
 class BatchLimits:
     """Per-model batching limits (models.yaml: ``batching:``)."""

@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from enum import Enum
 from typing import Any, TypeVar
 
-from embedserve.batching import Batcher, BatchLimits
+from embedserve.batching import Batcher, BatchLimits, default_batch_tokens
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
@@ -78,7 +79,13 @@ class ModelHandle:
             self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("model %s: failed to load: %s", self.id, self.error)
             return
-        limits = BatchLimits(**self.entry.spec.batching.model_dump())
+        spec = self.entry.spec.batching
+        limits = BatchLimits(
+            max_batch_size=spec.max_batch_size,
+            max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device),
+            max_wait_ms=spec.max_wait_ms,
+            max_queue=spec.max_queue,
+        )
         self.engine = engine
         self.batcher = Batcher(self.id, engine.forward, limits, self._device_lock(engine.device))
         self.load_seconds = time.perf_counter() - started
@@ -147,7 +154,7 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
-            "batching": spec.batching.model_dump(),
+            "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
         }

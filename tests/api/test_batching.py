@@ -55,7 +55,7 @@ async def test_the_listing_shows_batching_limits_and_counters(client: httpx.Asyn
     response = await client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": ["a", "b", "c"]})
     assert response.status_code == 200
     info = (await client.get("/api/v1/models/tiny-dense")).json()
-    assert info["batching"] == {"max_batch_size": 32, "max_batch_tokens": 16384, "max_wait_ms": 2.0, "max_queue": 8192}
+    assert info["batching"] == {"max_batch_size": 32, "max_batch_tokens": 1024, "max_wait_ms": 2.0, "max_queue": 8192}
     assert info["stats"]["inputs_computed"] == before["inputs_computed"] + 3
     assert info["stats"]["batches"] == before["batches"] + 1
     assert info["stats"]["queue_depth"] == 0

@@ -224,7 +224,7 @@ class BatchingInfo(BaseModel):
     """The model's dynamic batching limits (models.yaml ``batching:``)."""
 
     max_batch_size: int
-    max_batch_tokens: int
+    max_batch_tokens: int | None  # None until the model is loaded (then set by its device)
     max_wait_ms: float
     max_queue: int
 
