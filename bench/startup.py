@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import write_json  # noqa: E402
 from helpers.server import free_port  # noqa: E402
 
 MiB = 1024 * 1024
@@ -112,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("model load seconds:", result["load_seconds"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

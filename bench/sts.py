@@ -20,12 +20,10 @@ The data (``sts-test.csv``, see its SOURCE.md) is read from ``../shared/data/sts
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # also when a test loads this file by its path
+from common import server_url, write_json  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared/data/stsbenchmark/sts-test.csv"
 DEFAULT_MODEL = "all-minilm-l6-v2"
 EXPECTED_PAIRS = 1379
@@ -163,19 +164,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def server_url(url: str | None) -> Iterator[str]:
-    """``url`` as given, or a server of the default catalogue started here and stopped on exit."""
-    if url:
-        yield url.rstrip("/")
-        return
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers.server import running_server
-
-    with running_server(ROOT / "models.yaml") as server:
-        yield server.url
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", help="a running server; without it, one is started and stopped here")
@@ -191,8 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result["pairs"] != EXPECTED_PAIRS:
         print(f"warning: expected {EXPECTED_PAIRS} pairs, read {result['pairs']}", file=sys.stderr)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

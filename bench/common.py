@@ -1,0 +1,31 @@
+"""What the benchmark scripts share: a server to measure, and writing their figures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def server_url(url: str | None) -> Iterator[str]:
+    """``url`` as given, or a server of the default catalogue started here and stopped on exit."""
+    if url:
+        yield url.rstrip("/")
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.server import running_server
+
+    with running_server(ROOT / "models.yaml") as server:
+        yield server.url
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON at ``path``, its folder made if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
