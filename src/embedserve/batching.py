@@ -6,7 +6,9 @@ units of the next few batches' worth whose lengths are closest to its own, while
 stays within ``max_batch_size`` units and ``max_batch_tokens`` padded tokens (the longest unit
 times the batch's size); it runs one forward pass and hands every unit's output back to its
 request. So many small requests merge into one pass, one large request is split across
-several, and each pass pads little.
+several, and each pass pads little. When many units wait, a pass takes about 60% of them (and
+then only units that add no padding), so the rest can group by length in the next pass
+instead of padding this one.
 
 Waiting: when requests are still being tokenized for this model and the queue holds less
 than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone request never
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -45,6 +48,21 @@ def default_batch_tokens(device: str) -> int:
     pass and 11.2 with 16,384), while 1,024 still lets ~30 short queries share a pass; an
     accelerator wants big batches."""
     return 1024 if device == "cpu" else 16384
+
+
+# A pass that takes every waiting unit has no choice of lengths: its padding is set by the
+# longest. Leaving some for the next pass lets each pass group similar lengths. Measured here
+# (all-MiniLM-L6-v2, SciFact queries, in-process): 16 random queries a pass gave 153/s, 16 chosen
+# from 32 by length 180/s, 8 from 16 176/s; served at 32 concurrent clients, passes capped this
+# way went from 125 to 160-166 texts/s. Short queues go whole: there, bigger passes gain more
+# than sorting (4 random 138/s, 4 of 8 149/s, 8 random 146/s).
+_TAKE_ALL_UP_TO = 8
+_SHARE = 0.6
+
+
+def _choice_cap(waiting: int) -> int:
+    """How many of ``waiting`` units a pass takes before it takes only those that add no padding."""
+    return waiting if waiting <= _TAKE_ALL_UP_TO else max(_TAKE_ALL_UP_TO, math.ceil(waiting * _SHARE))
 
 
 @dataclass(frozen=True)
@@ -189,11 +207,14 @@ class Batcher:
             if unit.request.live and unit.tokens.group == head.tokens.group:
                 window.append(unit)
         window.sort(key=lambda u: abs(u.tokens.cost - head.tokens.cost))
+        choice = _choice_cap(len(window) + 1)
         batch, longest = [head], head.tokens.cost
         for unit in window:
             width = max(longest, unit.tokens.cost)
             if len(batch) >= limits.max_batch_size or width * (len(batch) + 1) > limits.max_batch_tokens:
                 break
+            if len(batch) >= choice and width > longest:
+                continue  # past the share, only units that add no padding
             batch.append(unit)
             longest = width
         if len(batch) > 1:

@@ -52,8 +52,41 @@ async def test_many_small_requests_merge_and_each_gets_its_own_outputs_in_order(
     batcher.close()
     for tag, result in enumerate(results):
         assert result == [(tag, 0), (tag, 1), (tag, 2)]
-    assert len(forward.batches) == 2  # the held pass, then all 60 queued units in one
-    assert len(forward.batches[1]) == 60
+    # the held pass; then the 3s and 5s (past 60% of the queue, only units that add no padding);
+    # then the 7s, which would have widened the second pass
+    assert [sorted({u.cost for u in b}) for b in forward.batches] == [[4], [3, 5], [7]]
+    assert [len(b) for b in forward.batches] == [1, 40, 20]
+
+
+async def test_a_long_queue_leaves_units_for_the_next_pass_to_group_by_length() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
+    await asyncio.sleep(0.05)
+    lengths = [10 + 3 * i for i in range(20)]  # 20 distinct lengths: every unit past the first widens
+    queued = [asyncio.ensure_future(batcher.submit(units(n, tag=i))) for i, n in enumerate(lengths)]
+    await asyncio.sleep(0.05)
+    forward.gate.set()
+    await held
+    assert [r[0][0] for r in await asyncio.gather(*queued)] == list(range(20))
+    batcher.close()
+    # 12 (60% of 20) shortest with the oldest, then the 8 longest: each pass spans fewer lengths
+    assert [sorted(u.cost for u in b) for b in forward.batches[1:]] == [lengths[:12], lengths[12:]]
+
+
+async def test_a_short_queue_goes_in_one_pass() -> None:
+    forward = Recorder()
+    forward.gate.clear()
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
+    held = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(batcher.submit(units(5 + 20 * i, tag=i))) for i in range(8)]
+    await asyncio.sleep(0.05)
+    forward.gate.set()
+    await asyncio.gather(held, *queued)
+    batcher.close()
+    assert [len(b) for b in forward.batches] == [1, 8]
 
 
 async def test_a_large_request_is_split_within_size_and_token_limits() -> None:
