@@ -284,12 +284,23 @@ async def measure_loads(
     return rows
 
 
+async def idle_rss(process: psutil.Process, settle: float = 3.0) -> float:
+    """RSS (MiB) once the server is idle: the pass still running for a cancelled client has ended
+    and the batch thread has given freed memory back (after 1 s quiet); the least of a few samples."""
+    await asyncio.sleep(settle)
+    samples = []
+    for _ in range(4):
+        samples.append(process.memory_info().rss / MiB)
+        await asyncio.sleep(0.25)
+    return min(samples)
+
+
 async def rss_growth(host: str, port: int, pid: int, queries: list[str], total: int) -> dict[str, Any]:
     """embedserve's RSS before and after ``total`` texts: SciFact queries, 32 a request, 4 clients,
     through the sparse model (the fastest here, so the run stays short; the queues, futures and
     serialization are the same for every model)."""
     process = psutil.Process(pid)
-    before = process.memory_info().rss / MiB
+    before = await idle_rss(process)
     per_request, concurrency = 32, 4
     payloads = bodies("sparse", queries, per_request)
     sent = 0
@@ -305,7 +316,7 @@ async def rss_growth(host: str, port: int, pid: int, queries: list[str], total: 
             warmup=0,
         )
         sent += result.items
-    after = process.memory_info().rss / MiB
+    after = await idle_rss(process)
     return {
         "texts": sent,
         "model": "sparse",

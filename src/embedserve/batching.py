@@ -15,7 +15,9 @@ than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone reque
 waits. A batch that raises fails every request in it (domain errors as they are, anything
 else as ``InferenceFailed``, logged here) and the thread goes on with the next batch. The
 queue is bounded: past ``max_queue`` units, :class:`Overloaded` (429). A request that is
-cancelled (its client went away) has its queued units dropped before they are computed.
+cancelled (its client went away) has its queued units dropped before they are computed. After
+a second with nothing queued, the thread returns the passes' freed memory to the OS
+(:mod:`embedserve.memory`), so RSS follows the load down.
 
 ``device_lock`` is shared by the batchers of models on the same device, so on a CPU one
 forward pass at a time gets every core instead of several fighting over them.
@@ -37,6 +39,7 @@ from typing import Any
 
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import EmbedServeError, InferenceFailed, LimitExceeded, ModelUnavailable, Overloaded
+from embedserve.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
@@ -58,6 +61,8 @@ def default_batch_tokens(device: str) -> int:
 # than sorting (4 random 138/s, 4 of 8 149/s, 8 random 146/s).
 _TAKE_ALL_UP_TO = 8
 _SHARE = 0.6
+# After this long with nothing queued, the thread gives the passes' freed memory back to the OS.
+_IDLE_SECONDS = 1.0
 
 
 def _choice_cap(waiting: int) -> int:
@@ -134,6 +139,7 @@ class Batcher:
         self._incoming = 0  # requests being tokenized for this model
         self._cond = threading.Condition()
         self._closed = False
+        self._dirty = False  # passes have run since memory was last released
         self.batches = 0
         self.inputs_computed = 0
         self.running = 0  # units in the forward pass now
@@ -227,7 +233,8 @@ class Batcher:
         limits = self.limits
         with self._cond:
             while not self._closed and not self._queue:
-                self._cond.wait()
+                if not self._cond.wait(_IDLE_SECONDS if self._dirty else None):
+                    return []  # a quiet spell after work: _loop releases memory
             if limits.max_wait_ms > 0:
                 deadline = time.monotonic() + limits.max_wait_ms / 1000
                 while (
@@ -244,6 +251,10 @@ class Batcher:
             batch = self._wait_for_batch()
             if batch:
                 self._run(batch)
+                self._dirty = True
+            elif self._dirty and not self._closed:
+                self._dirty = False
+                release_freed_memory()
 
     def _run(self, batch: list[_Unit]) -> None:
         self.running = len(batch)

@@ -11,6 +11,7 @@ import pytest
 from embedserve.batching import Batcher, BatchLimits
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import InferenceFailed, InvalidInput, LimitExceeded, ModelUnavailable, Overloaded
+from embedserve.memory import release_freed_memory
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +234,24 @@ async def test_the_thread_waits_for_announced_requests_but_not_for_a_lone_one() 
     await asyncio.gather(announced(1, 0.0), announced(2, 0.1))
     batcher.close()
     assert [u.ids[0] for u in forward.batches[-1]] == [1, 2]  # the first waited for the second
+
+
+async def test_after_a_quiet_spell_the_thread_returns_freed_memory_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedserve.batching as batching
+
+    calls: list[bool] = []
+
+    def spy() -> bool:
+        calls.append(release_freed_memory())  # the real call, counted
+        return calls[-1]
+
+    monkeypatch.setattr(batching, "_IDLE_SECONDS", 0.1)
+    monkeypatch.setattr(batching, "release_freed_memory", spy)
+    batcher = Batcher("m", Recorder(), BatchLimits(max_wait_ms=0))
+    await asyncio.sleep(0.3)
+    assert calls == []  # nothing ran yet: nothing to give back
+    for tag in range(3):
+        assert await batcher.submit(units(3, tag=tag)) == [(tag, 0)]
+    await asyncio.sleep(0.5)
+    batcher.close()
+    assert calls == [True]  # once per quiet spell, and glibc's malloc_trim was found
