@@ -46,6 +46,12 @@ def catalogue(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFac
             "ray": {"replicas": 2, **CPUS},
         },
     }
+    # a model whose load fails (no weights there): the others serve, /health says degraded
+    models["broken"] = {
+        "name": str(tmp_path_factory.mktemp("no-weights")),
+        "type": "embeddings",
+        "ray": {"num_cpus": 0.1},
+    }
     path = tmp_path_factory.mktemp("ray-catalogue") / "models.yaml"
     path.write_text(yaml.safe_dump({"models": models}))
     return path
@@ -149,6 +155,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("too-long", "/v1/embeddings", {"input": ["short", LONG], "truncate": False}),
     ("bad-token-id", "/v1/embeddings", {"model": DENSE, "input": [[7592, 10**9]]}),
     ("unknown-field", "/api/v1/rerank", {"query": QUERY, "documents": DOCS, "colour": "red"}),
+    ("failed-model", "/v1/embeddings", {"model": "broken", "input": "hi"}),  # raised in its replica
+    ("failed-model-tei", "/embed", {"model": "broken", "inputs": "hi"}),
 ]
 
 
@@ -163,9 +171,29 @@ def test_same_answers_as_one_process(ray_server: RayServer, single: Server, rout
 def test_models_listing_and_health(ray_server: RayServer, single: Server) -> None:
     got = httpx.get(ray_server.url + "/api/v1/models").json()["models"]
     want = httpx.get(single.url + "/api/v1/models").json()["models"]
-    keys = ("id", "type", "engine", "source", "state", "dimension", "max_length", "device")
+    keys = ("id", "type", "engine", "source", "state", "error", "dimension", "max_length", "device")
     assert [{k: m[k] for k in keys} for m in got] == [{k: m[k] for k in keys} for m in want]
-    assert httpx.get(ray_server.url + "/health").json() == httpx.get(single.url + "/health").json()
+    health = httpx.get(ray_server.url + "/health").json()
+    assert health == httpx.get(single.url + "/health").json()
+    assert health["status"] == "degraded" and health["failed_models"] == ["broken"]
+
+
+def test_unload_and_load_again(ray_server: RayServer, single: Server) -> None:
+    body = {"model": "tiny-rerank", "query": QUERY, "documents": DOCS}
+    for step, method, route in [
+        ("unload", "POST", "/api/v1/models/tiny-rerank/unload"),
+        ("refused", "POST", "/api/v1/rerank"),  # 503 from the replica, as in one process
+        ("load", "POST", "/api/v1/models/tiny-rerank/load"),
+        ("served", "POST", "/api/v1/rerank"),
+    ]:
+        kwargs: dict[str, Any] = {"json": body} if route.endswith("rerank") else {}
+        got = httpx.request(method, ray_server.url + route, timeout=60, **kwargs)
+        want = httpx.request(method, single.url + route, timeout=60, **kwargs)
+        assert got.status_code == want.status_code, (step, got.text)
+        if step in ("refused", "served"):
+            assert_close(got.json(), want.json())
+        else:
+            assert got.json()["state"] == want.json()["state"], step
 
 
 def _replicas(url: str) -> dict[str, dict[str, Any]]:
