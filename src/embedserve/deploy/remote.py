@@ -169,7 +169,7 @@ class RayRegistry(Registry):
                 assert isinstance(handle, RemoteModelHandle)
                 try:
                     await handle.refresh()
-                except EmbedServeError as exc:
+                except Exception as exc:  # the next round tries again; requests report their own errors
                     log.debug("model %s: no state this time: %s", handle.id, exc)
 
     async def close(self) -> None:
