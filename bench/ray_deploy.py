@@ -12,8 +12,8 @@ one after the other (never both at once), at 1 input per request with concurrenc
 and 32 inputs per request at concurrency 4. It prints items/s and p50/p99 latency for both and the
 Ray/single ratios, and writes ``bench/results/ray.json``. Run from the repository root::
 
-    python bench/ray.py                               # ~6 min on 2 cores
-    python bench/ray.py --tasks dense --seconds 5 --ray-options '{"num_cpus": 1}'
+    python bench/ray_deploy.py                        # ~6 min on 2 cores
+    python bench/ray_deploy.py --tasks dense --seconds 5 --ray-options '{"num_cpus": 1}'
 """
 
 from __future__ import annotations
