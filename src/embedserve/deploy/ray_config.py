@@ -59,10 +59,16 @@ def cpus_needed(catalog: Catalog) -> float:
     return total
 
 
-def app_args(settings: Settings) -> dict[str, Any]:
+# Settings never written into a config file: the cluster's environment gives them (EMBEDSERVE_*).
+SECRET_SETTINGS = frozenset({"api_keys"})
+
+
+def app_args(settings: Settings, *, secrets: bool = True) -> dict[str, Any]:
     """The settings the deployments need, as the builder's ``args`` (the catalogue path absolute:
-    replicas do not share the driver's working directory)."""
-    args = settings.model_dump(mode="json", exclude={"host", "port"}, exclude_defaults=True)
+    replicas do not share the driver's working directory); ``secrets=False`` leaves out
+    :data:`SECRET_SETTINGS`."""
+    exclude = {"host", "port"} | (set() if secrets else SECRET_SETTINGS)
+    args = settings.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
     args["config"] = str(Path(settings.config).resolve())
     return args
 
@@ -79,7 +85,7 @@ def serve_config(settings: Settings, catalog: Catalog) -> dict[str, Any]:
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
-                "args": app_args(settings),
+                "args": app_args(settings, secrets=False),
                 "deployments": deployments,
             }
         ],
@@ -92,5 +98,6 @@ def serve_config_yaml(settings: Settings, catalog: Catalog) -> str:
         "# Deploy with: ray start --head (and ray start --address=HEAD:6379 on every worker), then\n"
         "#   serve deploy this.yaml\n"
         "# Every node needs embedserve[ray] with the catalogue's models installed, and the catalogue at args.config.\n"
+        "# Secrets (API keys) are not written here: set them in the environment of `ray start` on every node.\n"
     )
     return header + yaml.safe_dump(serve_config(settings, catalog), sort_keys=False)
