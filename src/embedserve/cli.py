@@ -1,4 +1,4 @@
-"""Command line: ``embedserve serve | models | eval | --version``. The only reader of argv.
+"""Command line: ``embedserve serve [--ray] | ray-config | models | eval | --version``. The only reader of argv.
 
 Settings come from flags over ``EMBEDSERVE_*`` environment variables over defaults.
 """
@@ -52,6 +52,24 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve the browser playground at /playground (default: on; --no-playground turns it off)",
     )
+
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run on Ray Serve, one deployment per model (needs pip install 'embedserve[ray]'); "
+        "a local cluster unless --address is given",
+    )
+    serve.add_argument("--address", help="with --ray: an existing Ray cluster (e.g. 10.0.0.1:6379, or auto)")
+
+    ray_config = sub.add_parser(
+        "ray-config",
+        help="print a Ray Serve config (YAML) of the catalogue, for `serve deploy` on a Ray cluster",
+        description="Print a Ray Serve config of the catalogue: one deployment per model with its ray: options, "
+        "the HTTP app in front. Deploy it with `serve deploy FILE` on a running cluster.",
+    )
+    ray_config.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    ray_config.add_argument("--host", help="address the cluster's HTTP proxies bind (default: 127.0.0.1)")
+    ray_config.add_argument("--port", type=int, help="their port (default: 7860)")
 
     models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
     models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
@@ -107,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "models":
             return _models(load_catalog(settings.config, check_sources=False))
+        if args.command == "ray-config":
+            return _ray_config(settings, load_catalog(settings.config, check_sources=False))
+        if args.address is not None and not args.ray:
+            return _fail("--address needs --ray")
+        if args.ray:
+            return _serve_ray(settings, load_catalog(settings.config), args.address)
         return _serve(settings, load_catalog(settings.config))
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -189,6 +213,26 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _ray_config(settings: Settings, catalog: Catalog) -> int:
+    from embedserve.deploy.ray_config import serve_config_yaml
+
+    print(serve_config_yaml(settings, catalog), end="")
+    return 0
+
+
+def _serve_ray(settings: Settings, catalog: Catalog, address: str | None) -> int:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if address is None:
+        from embedserve.deploy import local_cluster_env
+
+        local_cluster_env()  # before ray is imported
+    try:
+        from embedserve.deploy.ray_app import serve_on_ray
+    except ImportError as exc:
+        return _fail(f"--ray needs the ray extra: pip install 'embedserve[ray]' ({exc.name} is missing)")
+    return serve_on_ray(settings, catalog, address)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ go to the batcher), awaits the model's batcher, and post-processes the arrays. D
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -176,7 +177,7 @@ async def embed_sparse(
     units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
     tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
     vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
-    terms = [engine.tokens(v.indices) for v in vectors] if return_tokens else None
+    terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None
     return SparseResult(vectors, tokens, terms)
 
 
@@ -225,7 +226,8 @@ async def rerank(
 
     tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
-    scores = engine.scores(np.stack(outputs), n_query, raw=raw_scores)
+    # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
+    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[:top_n] if top_n else order, scores, tokens)
 

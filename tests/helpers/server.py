@@ -76,7 +76,8 @@ def running_server(
                 raise RuntimeError(f"server exited with {process.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready in {timeout} s:\n{log_path.read_text()[-4000:]}")
-            with contextlib.suppress(httpx.HTTPError):
+            # ValueError: a front that answers before the app does (Ray Serve's proxy: a text 404)
+            with contextlib.suppress(httpx.HTTPError, ValueError):
                 health = httpx.get(f"{url}/health", timeout=2).json()
                 if health["startup_complete"] or not wait_for_models:
                     break

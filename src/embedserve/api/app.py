@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -19,14 +19,21 @@ from embedserve.tasks import Limits
 
 
 def create_app(
-    settings: Settings, catalog: Catalog | None = None, engine_factory: EngineFactory | None = None
+    settings: Settings,
+    catalog: Catalog | None = None,
+    engine_factory: EngineFactory | None = None,
+    registry_factory: Callable[[Catalog, Settings], Registry] | None = None,
 ) -> FastAPI:
-    """Build the app for ``settings``; the catalogue is read from ``settings.config`` unless given."""
+    """Build the app for ``settings``; the catalogue is read from ``settings.config`` unless given.
+    ``registry_factory`` replaces the in-process registry (``deploy/``: models in Ray replicas)."""
     catalog = catalog if catalog is not None else load_catalog(settings.config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = Registry(catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads)
+        if registry_factory is not None:
+            registry = registry_factory(catalog, settings)
+        else:
+            registry = Registry(catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads)
         app.state.registry = registry
         app.state.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars)
         registry.start(lazy=settings.lazy)
