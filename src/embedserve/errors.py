@@ -10,6 +10,8 @@ and renders it in the dialect of the route that raised it.
     ├── ModelNotFound       (404)   no model with this id in the catalogue
     ├── WrongModelType      (400)   the model exists but serves another task
     ├── ModelUnavailable    (503)   the model failed to load or was unloaded
+    ├── DeadlineExceeded    (503)   the request's time ran out before the model computed it
+    ├── Unauthorized        (401)   keys are set and the request has none, or a wrong one
     ├── Overloaded          (429)   the model's queue is full; retry after ``retry_after`` s
     └── InferenceFailed     (500)   the engine raised; the client gets a generic message
 """
@@ -67,6 +69,18 @@ class WrongModelType(EmbedServeError):
 
 class ModelUnavailable(EmbedServeError):
     code = "model_unavailable"
+
+
+class DeadlineExceeded(EmbedServeError):
+    """The request's deadline (``EMBEDSERVE_REQUEST_TIMEOUT``) passed while its inputs were queued."""
+
+    code = "request_timeout"
+
+
+class Unauthorized(EmbedServeError):
+    """No API key, or not one of the server's. The message never repeats what was sent."""
+
+    code = "invalid_api_key"
 
 
 class Overloaded(EmbedServeError):
