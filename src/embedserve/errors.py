@@ -21,6 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def clip(text: str, limit: int = 100) -> str:
+    """A client's string as an error message repeats it: at most ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class EmbedServeError(Exception):
     """Base class. ``message`` is safe to show to a client; ``param`` names the field."""
 
@@ -59,7 +64,7 @@ class ModelNotFound(EmbedServeError):
 
     def __init__(self, model_id: str, available: Iterable[str], *, param: str | None = "model") -> None:
         ids = ", ".join(sorted(available)) or "(none)"
-        super().__init__(f"model '{model_id}' does not exist; available models: {ids}", param=param)
+        super().__init__(f"model '{clip(model_id)}' does not exist; available models: {ids}", param=param)
         self.model_id = model_id
 
 

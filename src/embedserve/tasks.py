@@ -17,7 +17,7 @@ import numpy.typing as npt
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
-from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
 
@@ -74,7 +74,9 @@ def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None)
     if prompt_name is not None:
         if prompt_name not in spec.prompts:
             names = ", ".join(sorted(spec.prompts)) or "(this model defines none)"
-            raise InvalidInput(f"unknown prompt_name '{prompt_name}'; prompts: {names}", param="options.prompt_name")
+            raise InvalidInput(
+                f"unknown prompt_name '{clip(prompt_name)}'; prompts: {names}", param="options.prompt_name"
+            )
         return spec.prompts[prompt_name]
     return spec.prompts[spec.default_prompt] if spec.default_prompt else None
 

@@ -276,7 +276,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
             message, code = "request body could not be parsed: send a UTF-8 JSON object", "invalid_body"
         if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}; see /docs"
+            message = f"no route {request.method} {e.clip(request.url.path)}; see /docs"
         return render(request, Problem(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
