@@ -37,7 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="serve the catalogue over HTTP")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the catalogue over HTTP",
+        epilog="Also read from the environment: EMBEDSERVE_API_KEYS, EMBEDSERVE_PUBLIC_PROBES, "
+        "EMBEDSERVE_MAX_BODY_BYTES, EMBEDSERVE_MAX_JSON_DEPTH, EMBEDSERVE_MAX_INPUTS, EMBEDSERVE_MAX_DOCUMENTS, "
+        "EMBEDSERVE_MAX_INPUT_CHARS, EMBEDSERVE_REQUEST_TIMEOUT, EMBEDSERVE_SHUTDOWN_GRACE, EMBEDSERVE_TORCH_THREADS, "
+        "EMBEDSERVE_TOKENIZER_THREADS (README: Settings, Production).",
+    )
     serve.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
     serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: 7860)")
@@ -191,12 +198,8 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
     )
     if settings.api_keys:
         log.info("API keys: %d configured; requests without one get 401", len(settings.api_keys))
-    elif not _is_loopback(settings.host):
-        log.warning(
-            "listening on %s without API keys: anyone who reaches this address can use the server; "
-            "set EMBEDSERVE_API_KEYS or EMBEDSERVE_API_KEYS_FILE",
-            settings.host,
-        )
+    if warning := bind_warning(settings):
+        log.warning(warning)
     # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
     # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
     uvicorn.run(
@@ -209,6 +212,16 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 0
+
+
+def bind_warning(settings: Settings) -> str | None:
+    """The start-up warning for a server that anyone on the network can use, or ``None``."""
+    if settings.api_keys or _is_loopback(settings.host):
+        return None
+    return (
+        f"listening on {settings.host} without API keys: anyone who reaches this address can use the server; "
+        "set EMBEDSERVE_API_KEYS or EMBEDSERVE_API_KEYS_FILE"
+    )
 
 
 def _is_loopback(host: str) -> bool:
