@@ -71,6 +71,7 @@ class Metrics:
         )
         self.inputs = Counter("embedserve_inputs", "inputs (texts or pairs) computed", ["model"], registry=r)
         self.tokens = Counter("embedserve_tokens", "tokens computed, after truncation", ["model"], registry=r)
+        self._children: dict[tuple[str, str, str | None, int], tuple[Any, Any]] = {}
 
     def observer(self, model_id: str) -> Observer:
         """What the model's batch thread calls after each forward pass (children bound once)."""
@@ -88,9 +89,18 @@ class Metrics:
         return observe
 
     def request(self, route: str, method: str, model: str | None, status: int, elapsed: float, queue: float) -> None:
-        """One answered request (called by the request middleware)."""
-        self.requests.labels(route, method, model or "", str(status)).inc()
-        self.latency.labels(route, method).observe(elapsed)
+        """One answered request (called by the request middleware); children are looked up once per
+        label set, then straight from a dict."""
+        key = (route, method, model, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, model or "", str(status)),
+                self.latency.labels(route, method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         if model is not None and queue > 0:
             self.queue_time.labels(model).observe(queue)
 

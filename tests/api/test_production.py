@@ -163,7 +163,12 @@ async def test_ready_is_503_and_degraded_with_a_failed_model_while_the_others_se
 
 async def test_metrics_count_requests_batches_and_model_states(client: httpx.AsyncClient) -> None:
     await client.post("/v1/embeddings", json={"model": "tiny-dense", "input": ["a", "b", "c"]}, headers=GOOD)
+    await client.get("/api/v1/models/tiny-sparse", headers=GOOD)
+    await client.get("/api/v1/models/tiny-sparse")  # 401 before routing: still labelled by its route
     text = (await client.get("/metrics")).text
+    template = 'method="GET",model="tiny-sparse",route="/api/v1/models/{model_id}"'
+    assert f'embedserve_requests_total{{{template},status="200"}} 1.0' in text
+    assert 'embedserve_requests_total{method="GET",model="",route="/api/v1/models/{model_id}",status="401"} 1.0' in text
     assert 'embedserve_requests_total{method="POST",model="tiny-dense",route="/v1/embeddings",status="200"}' in text
     assert 'embedserve_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/embeddings"}' in text
     for name in ("embedserve_batch_size_bucket", "embedserve_inputs_total", "embedserve_tokens_total"):

@@ -16,9 +16,10 @@ The outermost middleware. It makes the request's :class:`~embedserve.context.Req
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
+from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,11 +51,13 @@ class RequestContextMiddleware:
             ctx.deadline = time.monotonic() + self.timeout
         token = context.current.set(ctx)
         status = 500  # unless a response starts: the app raised
+        route: Any = None
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, route
             if message["type"] == "http.response.start":
                 status = message["status"]
+                route = scope.get("route")  # set while the route handles the request, gone after
                 headers = MutableHeaders(scope=message)
                 headers.append("x-request-id", ctx.id)
                 total = _ms(time.perf_counter() - ctx.started)
@@ -70,12 +73,14 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            self._record(scope, ctx, status)  # still inside the context: the log line has the request id
+            self._record(
+                scope, ctx, status, route or matched_route(scope)
+            )  # still inside the context: the log line has the request id
             context.current.reset(token)
 
-    def _record(self, scope: Scope, ctx: context.RequestContext, status: int) -> None:
+    def _record(self, scope: Scope, ctx: context.RequestContext, status: int, matched: Any) -> None:
         elapsed = time.perf_counter() - ctx.started
-        route = getattr(matched_route(scope), "path_format", None) or "(unmatched)"
+        route = getattr(matched, "path_format", None) or "(unmatched)"
         if self.metrics is not None:
             self.metrics.request(route, scope["method"], ctx.model, status, elapsed, ctx.queue)
         access_log.info(
@@ -99,4 +104,4 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _SANE_ID.fullmatch(value):
             return str(value.decode("ascii"))
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, a fraction of its cost
