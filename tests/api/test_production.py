@@ -194,3 +194,26 @@ async def test_timing_headers_as_tei_sends_them(client: httpx.AsyncClient) -> No
     assert values["x-total-time"] >= values["x-inference-time"] >= 0
     assert int(response.headers["x-compute-tokens"]) > 0
     assert "x-inference-time" not in (await client.get("/health")).headers
+
+
+@pytest.fixture(scope="module")
+async def no_time(catalog: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A deadline that passes before any request reaches its model's queue."""
+    async for c in _client(create_app(Settings(request_timeout=1e-6), catalog)):  # type: ignore[arg-type]
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "kind"), [("/v1/embeddings", EMBED, "openai"), ("/embed", {"inputs": "a"}, "tei")]
+)
+async def test_a_request_past_its_deadline_gets_503_naming_the_setting(
+    no_time: httpx.AsyncClient, path: str, body: dict, kind: str
+) -> None:
+    response = await no_time.post(path, json=body)
+    assert response.status_code == 503, response.text
+    assert "EMBEDSERVE_REQUEST_TIMEOUT" in response.text
+    if kind == "openai":
+        assert response.json()["error"]["code"] == "request_timeout"
+    else:
+        assert response.json()["error_type"] == "Unhealthy"
+    assert (await no_time.get("/api/v1/models/tiny-dense")).json()["stats"]["queue_depth"] == 0
