@@ -78,4 +78,4 @@ bench-eval: $(VENV)/.installed-test
 	$(BIN)/python bench/eval.py --json bench/results/eval_scifact.json
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

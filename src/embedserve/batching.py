@@ -15,9 +15,15 @@ than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone reque
 waits. A batch that raises fails every request in it (domain errors as they are, anything
 else as ``InferenceFailed``, logged here) and the thread goes on with the next batch. The
 queue is bounded: past ``max_queue`` units, :class:`Overloaded` (429). A request that is
-cancelled (its client went away) has its queued units dropped before they are computed. After
-a second with nothing queued, the thread returns the passes' freed memory to the OS
+cancelled (its client went away) has its queued units dropped before they are computed, and so
+has a request whose deadline passes first: a timer on the event loop answers it with
+:class:`DeadlineExceeded` (503) at its deadline, even while the thread is busy, and takes its
+units off the queue's count at once, so they neither run nor hold room other requests need.
+After a second with nothing queued, the thread returns the passes' freed memory to the OS
 (:mod:`embedserve.memory`), so RSS follows the load down.
+
+Each pass is reported to ``observer`` (inputs, tokens, seconds) from the batch thread, and each
+request's share of the time (queue, inference) to its :class:`RequestContext`.
 
 ``device_lock`` is shared by the batchers of models on the same device, so on a CPU one
 forward pass at a time gets every core instead of several fighting over them.
@@ -37,12 +43,21 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedserve.context import RequestContext
 from embedserve.engines.tokenization import Tokens
-from embedserve.errors import EmbedServeError, InferenceFailed, LimitExceeded, ModelUnavailable, Overloaded
+from embedserve.errors import (
+    DeadlineExceeded,
+    EmbedServeError,
+    InferenceFailed,
+    LimitExceeded,
+    ModelUnavailable,
+    Overloaded,
+)
 from embedserve.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
+Observer = Callable[[int, int, float], None]  # after each pass: inputs, tokens, seconds
 
 
 def default_batch_tokens(device: str) -> int:
@@ -83,14 +98,16 @@ class BatchLimits:
 class _Request:
     """One request's units in flight: its outputs, filled in by the batch thread."""
 
-    __slots__ = ("cancelled", "done", "future", "loop", "outputs", "remaining")
+    __slots__ = ("cancelled", "done", "future", "inference", "loop", "outputs", "queued", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[list[Any]] = loop.create_future()
         self.outputs: list[Any] = [None] * size
         self.remaining = size
-        self.cancelled = False  # set by the event loop when the waiting request is cancelled
+        self.queued = size  # units still in the queue and counted in it (under the batcher's lock)
+        self.inference = 0.0  # seconds of the passes that computed its units
+        self.cancelled = False  # set by the event loop when the waiting request is cancelled or expires
         self.done = False
 
     @property
@@ -129,13 +146,15 @@ class Batcher:
         forward: Forward,
         limits: BatchLimits,
         device_lock: threading.Lock | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.model_id = model_id
         self.limits = limits
         self._forward = forward
+        self._observer = observer
         self._device_lock = device_lock or threading.Lock()
         self._queue: deque[_Unit] = deque()
-        self._queued = 0  # units in the queue, cancelled ones included until dropped
+        self._queued = 0  # live units in the queue (the deque may still hold dropped ones)
         self._incoming = 0  # requests being tokenized for this model
         self._cond = threading.Condition()
         self._closed = False
@@ -165,8 +184,9 @@ class Batcher:
                 self._incoming -= 1
                 self._cond.notify()
 
-    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
-        """Queue ``units`` and wait for their outputs, in the same order."""
+    async def submit(self, units: Sequence[Tokens], ctx: RequestContext | None = None) -> list[Any]:
+        """Queue ``units`` and wait for their outputs, in the same order. With ``ctx``, its deadline
+        bounds the wait (503 after it) and its timings get this request's queue and inference time."""
         if not units:
             return []
         if len(units) > self.limits.max_queue:
@@ -175,7 +195,11 @@ class Batcher:
                 f"{self.limits.max_queue}",
                 param="input",
             )
-        request = _Request(asyncio.get_running_loop(), len(units))
+        deadline = ctx.deadline if ctx is not None else None
+        if deadline is not None and deadline <= time.monotonic():
+            raise self._expired()
+        loop = asyncio.get_running_loop()
+        request = _Request(loop, len(units))
         order = sorted(range(len(units)), key=lambda i: units[i].cost)  # similar lengths share a pass
         with self._cond:
             if self._closed:
@@ -186,14 +210,47 @@ class Batcher:
                     f"{self.limits.max_queue}); retry shortly",
                     retry_after=1,
                 )
+            if len(self._queue) > 2 * self.limits.max_queue:  # many dropped units still held: let them go
+                self._queue = deque(u for u in self._queue if u.request.live)
             self._queue.extend(_Unit(request, i, units[i]) for i in order)
             self._queued += len(units)
             self._cond.notify()
+        started = time.perf_counter()
+        timer = None if deadline is None else loop.call_later(deadline - time.monotonic(), self._expire, request)
         try:
             return await request.future
         except asyncio.CancelledError:
-            request.cancelled = True  # the batch thread drops its units still queued
+            self._drop(request)  # the batch thread skips its units still queued
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if ctx is not None:
+                ctx.inference += request.inference
+                ctx.queue += max(0.0, time.perf_counter() - started - request.inference)
+                ctx.tokens += sum(u.cost for u in units)
+
+    def _expired(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request's deadline passed while it waited for model '{self.model_id}' (EMBEDSERVE_REQUEST_TIMEOUT); "
+            "retry, or send fewer inputs"
+        )
+
+    def _expire(self, request: _Request) -> None:
+        """On the event loop, at the request's deadline: drop its queued units and answer it with 503."""
+        if request.done or request.future.done():
+            return
+        self._drop(request)
+        request.done = True
+        request.future.set_exception(self._expired())
+
+    def _drop(self, request: _Request) -> None:
+        """Mark the request dead and take its queued units off the count (they stay in the deque
+        until the batch thread meets them, which skips them)."""
+        with self._cond:
+            request.cancelled = True
+            self._queued -= request.queued
+            request.queued = 0
 
     def _take(self) -> list[_Unit]:
         """The next batch, under the lock: the oldest live unit, and the units of its group from the
@@ -202,12 +259,10 @@ class Batcher:
         The oldest unit always goes, so none waits forever; its neighbours in length pad little."""
         limits = self.limits
         while self._queue and not self._queue[0].request.live:
-            self._queue.popleft()
-            self._queued -= 1
+            self._queue.popleft()  # dropped: already off the count
         if not self._queue:
             return []
         head = self._queue.popleft()
-        self._queued -= 1
         window: list[_Unit] = []
         for unit in itertools.islice(self._queue, 4 * limits.max_batch_size):
             if unit.request.live and unit.tokens.group == head.tokens.group:
@@ -223,10 +278,12 @@ class Batcher:
                 continue  # past the share, only units that add no padding
             batch.append(unit)
             longest = width
+        for unit in batch:
+            unit.request.queued -= 1
+        self._queued -= len(batch)
         if len(batch) > 1:
             taken = {id(u) for u in batch}
             self._queue = deque(u for u in self._queue if id(u) not in taken and u.request.live)
-            self._queued = len(self._queue)
         return batch
 
     def _wait_for_batch(self) -> list[_Unit]:
@@ -258,24 +315,30 @@ class Batcher:
 
     def _run(self, batch: list[_Unit]) -> None:
         self.running = len(batch)
+        requests = {id(u.request): u.request for u in batch}.values()
         try:
             with self._device_lock:
+                started = time.perf_counter()
                 outputs = self._forward([u.tokens for u in batch])
+                seconds = time.perf_counter() - started
             self.running = 0
             if len(outputs) != len(batch):
                 raise RuntimeError(f"forward gave {len(outputs)} outputs for {len(batch)} inputs. This is a bug.")
         except EmbedServeError as exc:
             self.running = 0
-            self._fail({id(u.request): u.request for u in batch}.values(), exc)
+            self._fail(requests, exc)
             return
         except Exception:
             self.running = 0
             log.exception("model %s: a batch of %d inputs failed", self.model_id, len(batch))
-            error = InferenceFailed(f"model '{self.model_id}' failed to compute this request")
-            self._fail({id(u.request): u.request for u in batch}.values(), error)
+            self._fail(requests, InferenceFailed(f"model '{self.model_id}' failed to compute this request"))
             return
         self.batches += 1
         self.inputs_computed += len(batch)
+        if self._observer is not None:
+            self._observer(len(batch), sum(u.tokens.cost for u in batch), seconds)
+        for request in requests:
+            request.inference += seconds
         for unit, output in zip(batch, outputs, strict=True):
             request = unit.request
             if not request.live:
@@ -285,10 +348,10 @@ class Batcher:
             if request.remaining == 0:
                 request.finish()
 
-    @staticmethod
-    def _fail(requests: Iterable[_Request], error: EmbedServeError) -> None:
+    def _fail(self, requests: Iterable[_Request], error: EmbedServeError) -> None:
         for request in requests:
             if not request.done:
+                self._drop(request)  # its other units, still queued, will not run
                 request.finish(error)
 
     def close(self) -> None:
@@ -296,6 +359,8 @@ class Batcher:
         with self._cond:
             self._closed = True
             pending = {id(u.request): u.request for u in self._queue}.values()
+            for request in pending:
+                request.queued = 0
             self._queue.clear()
             self._queued = 0
             self._cond.notify_all()

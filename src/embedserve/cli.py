@@ -6,6 +6,7 @@ Settings come from flags over ``EMBEDSERVE_*`` environment variables over defaul
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -29,12 +30,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="embedserve",
         description="Serve dense embeddings, sparse embeddings and reranking for the models in models.yaml.",
         epilog="Every flag has an environment variable (EMBEDSERVE_HOST, EMBEDSERVE_PORT, EMBEDSERVE_CONFIG, "
-        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_CORS_ORIGINS, EMBEDSERVE_PLAYGROUND, ...); flags win.",
+        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_LOG_FORMAT, EMBEDSERVE_CORS_ORIGINS, EMBEDSERVE_PLAYGROUND, "
+        "EMBEDSERVE_API_KEYS_FILE, ...); flags win. API keys themselves: EMBEDSERVE_API_KEYS (comma-separated) or "
+        "a keys file, never a flag (flags show in the process list).",
     )
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="serve the catalogue over HTTP")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the catalogue over HTTP",
+        epilog="Also read from the environment: EMBEDSERVE_API_KEYS, EMBEDSERVE_PUBLIC_PROBES, "
+        "EMBEDSERVE_MAX_BODY_BYTES, EMBEDSERVE_MAX_JSON_DEPTH, EMBEDSERVE_MAX_INPUTS, EMBEDSERVE_MAX_DOCUMENTS, "
+        "EMBEDSERVE_MAX_INPUT_CHARS, EMBEDSERVE_REQUEST_TIMEOUT, EMBEDSERVE_SHUTDOWN_GRACE, EMBEDSERVE_TORCH_THREADS, "
+        "EMBEDSERVE_TOKENIZER_THREADS (README: Settings, Production).",
+    )
     serve.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
     serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: 7860)")
@@ -45,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         help="load no model at start-up; each loads on its first request",
     )
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: info")
+    serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line")
+    serve.add_argument("--api-keys-file", type=Path, help="require an API key, one of those in this file (a line each)")
     serve.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
     serve.add_argument(
         "--playground",
@@ -104,7 +116,7 @@ def _eval_parser(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("config", "host", "port", "lazy", "log_level", "cors_origins", "playground")
+    keys = ("config", "host", "port", "lazy", "log_level", "log_format", "cors_origins", "playground", "api_keys_file")
     overrides: dict[str, Any] = {k: getattr(args, k, None) for k in keys}
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -135,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
+        if not field:  # a check across settings: its message names them
+            return _fail(f"settings: {str(first['msg']).removeprefix('Value error, ')}")
         return _fail(f"setting {field} (EMBEDSERVE_{field.upper()}): {first['msg']}")
     except CatalogError as exc:
         return _fail(exc.message)
@@ -183,8 +197,9 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
 
     from embedserve.api import create_app
     from embedserve.engines import passive_omp_threads
+    from embedserve.logs import configure_logging
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     passive_omp_threads()
@@ -205,12 +220,20 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         settings.host,
         settings.port,
     )
+    if settings.api_keys:
+        log.info("API keys: %d configured; requests without one get 401", len(settings.api_keys))
+    if warning := bind_warning(settings):
+        log.warning(warning)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
+    # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,
+        access_log=False,  # embedserve.access logs each request, with its id
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 0
 
@@ -233,6 +256,25 @@ def _serve_ray(settings: Settings, catalog: Catalog, address: str | None) -> int
     except ImportError as exc:
         return _fail(f"--ray needs the ray extra: pip install 'embedserve[ray]' ({exc.name} is missing)")
     return serve_on_ray(settings, catalog, address)
+
+
+def bind_warning(settings: Settings) -> str | None:
+    """The start-up warning for a server that anyone on the network can use, or ``None``."""
+    if settings.api_keys or _is_loopback(settings.host):
+        return None
+    return (
+        f"listening on {settings.host} without API keys: anyone who reaches this address can use the server; "
+        "set EMBEDSERVE_API_KEYS or EMBEDSERVE_API_KEYS_FILE"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ and renders it in the dialect of the route that raised it.
     ├── ModelNotFound       (404)   no model with this id in the catalogue
     ├── WrongModelType      (400)   the model exists but serves another task
     ├── ModelUnavailable    (503)   the model failed to load or was unloaded
+    ├── DeadlineExceeded    (503)   the request's time ran out before the model computed it
+    ├── Unauthorized        (401)   keys are set and the request has none, or a wrong one
     ├── Overloaded          (429)   the model's queue is full; retry after ``retry_after`` s
     └── InferenceFailed     (500)   the engine raised; the client gets a generic message
 """
@@ -17,6 +19,11 @@ and renders it in the dialect of the route that raised it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """A client's string as an error message repeats it: at most ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class EmbedServeError(Exception):
@@ -57,7 +64,7 @@ class ModelNotFound(EmbedServeError):
 
     def __init__(self, model_id: str, available: Iterable[str], *, param: str | None = "model") -> None:
         ids = ", ".join(sorted(available)) or "(none)"
-        super().__init__(f"model '{model_id}' does not exist; available models: {ids}", param=param)
+        super().__init__(f"model '{clip(model_id)}' does not exist; available models: {ids}", param=param)
         self.model_id = model_id
 
 
@@ -67,6 +74,18 @@ class WrongModelType(EmbedServeError):
 
 class ModelUnavailable(EmbedServeError):
     code = "model_unavailable"
+
+
+class DeadlineExceeded(EmbedServeError):
+    """The request's deadline (``EMBEDSERVE_REQUEST_TIMEOUT``) passed while its inputs were queued."""
+
+    code = "request_timeout"
+
+
+class Unauthorized(EmbedServeError):
+    """No API key, or not one of the server's. The message never repeats what was sent."""
+
+    code = "invalid_api_key"
 
 
 class Overloaded(EmbedServeError):

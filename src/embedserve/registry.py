@@ -21,7 +21,8 @@ from dataclasses import asdict
 from enum import Enum
 from typing import Any, TypeVar
 
-from embedserve.batching import Batcher, BatchLimits, default_batch_tokens
+from embedserve import context
+from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_tokens
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
@@ -29,6 +30,7 @@ from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, M
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EngineFactory = Callable[[CatalogEntry], Engine]
+ObserverFactory = Callable[[str], Observer]  # model id → what its batch thread reports each pass to
 
 
 class ModelState(str, Enum):
@@ -48,10 +50,12 @@ class ModelHandle:
         factory: EngineFactory,
         tokenizer_pool: ThreadPoolExecutor,
         device_lock: Callable[[str], threading.Lock],
+        observer: Observer | None = None,
     ) -> None:
         self.entry = entry
         self.id = entry.id
         self._factory = factory
+        self._observer = observer
         self._tokenizer_pool = tokenizer_pool
         self._device_lock = device_lock
         self.state = ModelState.NOT_LOADED
@@ -87,7 +91,7 @@ class ModelHandle:
             max_queue=spec.max_queue,
         )
         self.engine = engine
-        self.batcher = Batcher(self.id, engine.forward, limits, self._device_lock(engine.device))
+        self.batcher = Batcher(self.id, engine.forward, limits, self._device_lock(engine.device), self._observer)
         self.load_seconds = time.perf_counter() - started
         self.state = ModelState.READY
         log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, engine.device)
@@ -120,12 +124,19 @@ class ModelHandle:
     async def tokenize(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
         batcher = await self._batcher()
-        with batcher.incoming():
-            return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
+        started = time.perf_counter()
+        try:
+            with batcher.incoming():
+                return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
+        finally:
+            ctx = context.current.get()
+            if ctx is not None:
+                ctx.tokenization += time.perf_counter() - started
 
     async def submit(self, units: Sequence[Tokens]) -> list[Any]:
-        """Queue the units for the model's forward passes; one output per unit, in order."""
-        return await (await self._batcher()).submit(units)
+        """Queue the units for the model's forward passes; one output per unit, in order. The
+        request's deadline, if it has one, bounds the wait (503 after it)."""
+        return await (await self._batcher()).submit(units, context.current.get())
 
     async def _batcher(self) -> Batcher:
         if self.batcher is None:
@@ -163,7 +174,14 @@ class ModelHandle:
 class Registry:
     """All catalogue models by id; lookup by id and task, start-up preload, shutdown."""
 
-    def __init__(self, catalog: Catalog, factory: EngineFactory | None = None, *, tokenizer_threads: int = 1) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        factory: EngineFactory | None = None,
+        *,
+        tokenizer_threads: int = 1,
+        observer: ObserverFactory | None = None,
+    ) -> None:
         if factory is None:
             from embedserve.engines import create_engine
 
@@ -172,14 +190,17 @@ class Registry:
         self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="tokenize")
         self._device_locks: dict[str, threading.Lock] = {}
         self.models = {
-            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_lock) for e in catalog.entries.values()
+            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_lock, observer and observer(e.id))
+            for e in catalog.entries.values()
         }
         self.startup_complete = False
+        self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""
         wanted = [] if lazy else [m for m in self.models.values() if m.entry.spec.preload]
+        self.preloaded = [m.id for m in wanted]
         self._preload = asyncio.create_task(self._preload_all(wanted))
 
     async def _preload_all(self, handles: list[ModelHandle]) -> None:
@@ -197,9 +218,11 @@ class Registry:
 
     def get(self, model_id: str) -> ModelHandle:
         try:
-            return self.models[model_id]
+            handle = self.models[model_id]
         except KeyError:
             raise ModelNotFound(model_id, self.models, param=None) from None
+        context.note_model(handle.id)
+        return handle
 
     def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
         """The model a request names (or the default of ``model_type``), checked to serve that type."""
@@ -207,11 +230,13 @@ class Registry:
             default = self.catalog.default_id(model_type)
             if default is None:
                 raise ModelNotFound(f"(default {model_type} model)", self.models)
+            context.note_model(default)
             return self.models[default]
         found = self.models.get(model_id)
         if found is None:
             raise ModelNotFound(model_id, self.models)
         handle = found
+        context.note_model(handle.id)
         if handle.entry.spec.type != model_type:
             same = [m.id for m in self.models.values() if m.entry.spec.type == model_type]
             raise WrongModelType(
@@ -231,6 +256,25 @@ class Registry:
             "startup_complete": self.startup_complete,
             "failed_models": failed,
         }
+
+    def readiness(self) -> dict[str, Any]:
+        """``ready`` once every preloaded model is ready; ``degraded`` when one failed (with its
+        reason), ``loading`` while one is still on its way, ``not_ready`` otherwise."""
+        waited = [self.models[i] for i in self.preloaded]
+        states = {m.state for m in waited}
+        if ModelState.FAILED in states:
+            status = "degraded"
+        elif states <= {ModelState.READY} and self.startup_complete:
+            status = "ready"
+        elif states & {ModelState.LOADING, ModelState.NOT_LOADED}:
+            status = "loading"
+        else:
+            status = "not_ready"
+        models = {
+            m.id: {"state": m.state.value, "error": m.error, "preload": m.id in self.preloaded}
+            for m in self.models.values()
+        }
+        return {"status": status, "ready": status == "ready", "models": models}
 
     async def close(self) -> None:
         if self._preload is not None and not self._preload.done():

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -37,10 +38,41 @@ class Settings(BaseSettings):
         default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
     )
     playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
+    # Production: keys, limits, deadlines, logs (README, "Production")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, description="comma-separated API keys; empty (and no keys file): no auth"
+    )
+    api_keys_file: Path | None = Field(default=None, description="a file of API keys, one a line (# comments)")
+    public_probes: bool = Field(default=True, description="/health, /ready and /metrics answer without a key")
+    max_documents: PositiveInt = Field(default=1000, description="documents per rerank request")
+    max_body_bytes: PositiveInt = Field(default=16 * 1024 * 1024, description="request body size")
+    max_json_depth: PositiveInt = Field(default=32, description="nesting of arrays and objects in a request body")
+    request_timeout: NonNegativeFloat = Field(
+        default=60.0, description="seconds a request may wait for its model; 0: no deadline"
+    )
+    shutdown_grace: NonNegativeInt = Field(
+        default=30, description="seconds in-flight requests get to finish after SIGTERM"
+    )
+    log_format: LogFormat = Field(default="text", description="text, or json: one JSON object a line")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "api_keys", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _read_keys_file(self) -> Settings:
+        """Add the keys of ``api_keys_file`` to ``api_keys``; a missing or empty file is an error."""
+        if self.api_keys_file is None:
+            return self
+        try:
+            lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the API keys file {self.api_keys_file}: {type(exc).__name__}") from None
+        keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise ValueError(f"the API keys file {self.api_keys_file} holds no key")
+        self.api_keys = list(dict.fromkeys([*self.api_keys, *keys]))
+        return self

@@ -18,31 +18,34 @@ import numpy.typing as npt
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
-from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Server-wide request limits (a model's ``max_inputs`` overrides ``max_inputs``)."""
+    """Server-wide request limits (a model's ``max_inputs`` overrides ``max_inputs`` and ``max_documents``)."""
 
     max_inputs: int = 2048
     max_input_chars: int = 100_000
+    max_documents: int = 1000  # documents per rerank request
 
 
-def check_texts(texts: Sequence[str], limits: Limits, spec: ModelSpec, param: str) -> None:
+def check_texts(
+    texts: Sequence[str], limits: Limits, spec: ModelSpec, param: str, *, maximum: int | None = None
+) -> None:
     """Refuse an empty list, empty strings and anything past the limits, naming the input."""
-    check_count(len(texts), limits, spec, param)
+    check_count(len(texts), limits, spec, param, maximum=maximum)
     for i, text in enumerate(texts):
         check_text(text, limits, f"{param}[{i}]")
 
 
-def check_count(count: int, limits: Limits, spec: ModelSpec, param: str) -> None:
-    """At least one input, and no more than the model's (or the server's) limit."""
+def check_count(count: int, limits: Limits, spec: ModelSpec, param: str, *, maximum: int | None = None) -> None:
+    """At least one input, and no more than the model's limit, else ``maximum``, else the server's."""
     if not count:
         raise EmptyInput(f"'{param}' is an empty list; send at least one text", param=param)
-    max_inputs = spec.max_inputs or limits.max_inputs
+    max_inputs = spec.max_inputs or maximum or limits.max_inputs
     if count > max_inputs:
         raise LimitExceeded(f"'{param}' has {count} items; the limit is {max_inputs} per request", param=param)
 
@@ -72,7 +75,9 @@ def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None)
     if prompt_name is not None:
         if prompt_name not in spec.prompts:
             names = ", ".join(sorted(spec.prompts)) or "(this model defines none)"
-            raise InvalidInput(f"unknown prompt_name '{prompt_name}'; prompts: {names}", param="options.prompt_name")
+            raise InvalidInput(
+                f"unknown prompt_name '{clip(prompt_name)}'; prompts: {names}", param="options.prompt_name"
+            )
         return spec.prompts[prompt_name]
     return spec.prompts[spec.default_prompt] if spec.default_prompt else None
 
@@ -212,7 +217,7 @@ async def rerank(
     before scoring; ``raw_scores`` asks for the model's scores before its activation."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
-    check_texts(documents, limits, spec, param)
+    check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)

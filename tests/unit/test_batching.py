@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from embedserve.batching import Batcher, BatchLimits
+from embedserve.context import RequestContext
 from embedserve.engines.tokenization import Tokens
-from embedserve.errors import InferenceFailed, InvalidInput, LimitExceeded, ModelUnavailable, Overloaded
+from embedserve.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    LimitExceeded,
+    ModelUnavailable,
+    Overloaded,
+)
 from embedserve.memory import release_freed_memory
 
 pytestmark = pytest.mark.anyio
@@ -255,3 +264,48 @@ async def test_after_a_quiet_spell_the_thread_returns_freed_memory_once(monkeypa
     await asyncio.sleep(0.5)
     batcher.close()
     assert calls == [True]  # once per quiet spell, and glibc's malloc_trim was found
+
+
+async def test_a_request_past_its_deadline_gets_503_and_its_units_never_run() -> None:
+    forward = Recorder()
+    forward.gate.clear()  # the thread is stuck in a long pass
+    batcher = Batcher("m", forward, BatchLimits(max_batch_size=4, max_wait_ms=0, max_queue=10))
+    running = asyncio.ensure_future(batcher.submit(units(4, tag=1)))
+    await asyncio.sleep(0.05)
+    ctx = RequestContext("r", deadline=time.monotonic() + 0.1)
+    late = asyncio.ensure_future(batcher.submit(units(3, 3, 3, 3, 3, 3, tag=2), ctx))
+    await asyncio.sleep(0.02)
+    assert batcher.queue_depth == 6
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="deadline"):
+        await late
+    assert time.monotonic() - started < 1, "answered at its deadline, not when the thread got to it"
+    assert batcher.queue_depth == 0  # room for others at once
+    assert ctx.queue > 0.05
+    room = asyncio.ensure_future(batcher.submit(units(*[2] * 10, tag=3)))  # the whole queue: not a 429
+    await asyncio.sleep(0.02)
+    assert not room.done()
+    forward.gate.set()
+    assert await running == [(1, 0)]
+    assert len(await room) == 10
+    assert await batcher.submit(units(2, tag=4)) == [(4, 0)]
+    batcher.close()
+    assert all(u.ids[0] != 2 for batch in forward.batches for u in batch), "expired units were computed"
+
+
+async def test_a_request_whose_deadline_has_passed_is_refused_before_queueing() -> None:
+    batcher = Batcher("m", Recorder(), BatchLimits())
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(units(2), RequestContext("r", deadline=time.monotonic() - 1))
+    assert batcher.queue_depth == 0
+    batcher.close()
+
+
+async def test_timings_and_the_observer_see_each_pass() -> None:
+    seen: list[tuple[int, int, float]] = []
+    batcher = Batcher("m", Recorder(), BatchLimits(max_wait_ms=0), observer=lambda *a: seen.append(a))
+    ctx = RequestContext("r")
+    await batcher.submit(units(4, 6), ctx)
+    batcher.close()
+    assert [(n, t) for n, t, _ in seen] == [(2, 10)]
+    assert ctx.tokens == 10 and ctx.inference == pytest.approx(seen[0][2])

@@ -1,4 +1,9 @@
-"""The app factory. State (the registry, the limits) is made in the lifespan, never at import."""
+"""The app factory. State (the registry, the limits) is made in the lifespan, never at import.
+
+Middleware, outermost first: the request context (request id, deadline, timing headers, access
+log, request metrics), CORS (when origins are set), API keys (when keys are set), body limits,
+then the disconnect watcher around the routes.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__
 from embedserve.api import cohere, health, models, native, openai, playground, tei
+from embedserve.api.auth import APIKeyAuth
+from embedserve.api.body_limit import BodyLimits
 from embedserve.api.disconnect import CancelOnDisconnect
-from embedserve.api.errors import install_error_handlers
+from embedserve.api.errors import error_responses, install_error_handlers
+from embedserve.api.request_context import RequestContextMiddleware
 from embedserve.catalog import Catalog, load_catalog
+from embedserve.metrics import Metrics
 from embedserve.registry import EngineFactory, Registry
 from embedserve.settings import Settings
 from embedserve.tasks import Limits
@@ -27,15 +36,23 @@ def create_app(
     """Build the app for ``settings``; the catalogue is read from ``settings.config`` unless given.
     ``registry_factory`` replaces the in-process registry (``deploy/``: models in Ray replicas)."""
     catalog = catalog if catalog is not None else load_catalog(settings.config)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if registry_factory is not None:
             registry = registry_factory(catalog, settings)
         else:
-            registry = Registry(catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads)
+            registry = Registry(
+                catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads, observer=metrics.observer
+            )
+        metrics.watch(lambda: registry.models)
         app.state.registry = registry
-        app.state.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars)
+        app.state.limits = Limits(
+            max_inputs=settings.max_inputs,
+            max_input_chars=settings.max_input_chars,
+            max_documents=settings.max_documents,
+        )
         registry.start(lazy=settings.lazy)
         try:
             yield
@@ -48,14 +65,21 @@ def create_app(
         description="Dense embeddings, sparse (SPLADE) embeddings and reranking for every model in models.yaml.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    # added innermost first
+    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    if settings.api_keys:
+        app.add_middleware(APIKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(RequestContextMiddleware, timeout=settings.request_timeout, metrics=metrics)
     install_error_handlers(app)
     for module in (openai, native, cohere, tei, models, health):
-        app.include_router(module.router)
+        dialect = getattr(module.router.route_class, "dialect", "openai")
+        app.include_router(module.router, responses=error_responses(dialect))
     # Read by the front door (``/``), which links the playground only where it is served.
     app.state.playground_path = playground.PATH if settings.playground else None
     if settings.playground:

@@ -10,12 +10,13 @@ from embedserve.registry import Registry
 from embedserve.tasks import Limits
 
 
-def get_registry(request: Request) -> Registry:
+# async: FastAPI runs a sync dependency on a worker thread, two thread hops a request for a dict lookup
+async def get_registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
 
 
-def get_limits(request: Request) -> Limits:
+async def get_limits(request: Request) -> Limits:
     limits: Limits = request.app.state.limits
     return limits
 

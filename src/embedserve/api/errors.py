@@ -6,30 +6,35 @@ unexpected, which is logged and answered with a generic 500 that never echoes it
 handler turns its error into one :class:`Problem` (the native status and message); the
 route's dialect renders it as its vendor does:
 
-    openai  {"error": {"message", "type", "param", "code"}}   404, 400, 413, 422, 429, 503, 500
-    cohere  {"message"}                                        400 for any invalid request; 404, 429,
-                                                               503, 500
-    tei     {"error", "error_type"}                            400 Empty, 413 Validation, 422 (a body
-                                                               that does not parse), 404 NotFound,
-                                                               429 Overloaded, 503 Unhealthy, 424 Backend
+    openai  {"error": {"message", "type", "param", "code"}}   401, 404, 400, 413, 422, 429, 503, 500
+    cohere  {"message"}                                        400 for any invalid request; 401, 404,
+                                                               429, 503, 500
+    tei     {"error", "error_type"}                            400 Empty, 401 Unauthorized, 413
+                                                               Validation, 422 (a body that does not
+                                                               parse), 404 NotFound, 429 Overloaded,
+                                                               503 Unhealthy, 424 Backend
 
-A 429 carries ``Retry-After`` in every dialect.
+A 429 carries ``Retry-After`` in every dialect, a 401 ``WWW-Authenticate: Bearer``.
 
 A route's dialect is its route class (:func:`dialect_route`); routes without one (and
-unknown paths) speak OpenAI's.
+unknown paths) speak OpenAI's. The ASGI middleware that answer before routing (API keys, body
+limits) find the dialect by matching the path themselves (:func:`render_scope`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from embedserve import errors as e
 from embedserve.api.responses import FastJSONResponse
@@ -42,6 +47,8 @@ STATUS: dict[type[e.EmbedServeError], int] = {
     e.ModelNotFound: 404,
     e.WrongModelType: 400,
     e.ModelUnavailable: 503,
+    e.DeadlineExceeded: 503,
+    e.Unauthorized: 401,
     e.Overloaded: 429,
     e.InferenceFailed: 500,
 }
@@ -103,6 +110,8 @@ def _cohere(p: Problem) -> FastJSONResponse:
 def _tei_status(p: Problem) -> tuple[int, str]:
     if p.code == "empty_input":
         return 400, "Empty"
+    if p.status == 401:
+        return 401, "Unauthorized"
     if p.status == 422 and p.unparsed:
         return 422, "Validation"
     if p.status in (413, 422):
@@ -133,10 +142,88 @@ def dialect_route(dialect: str) -> type[APIRoute]:
     return type(f"{dialect.capitalize()}Route", (APIRoute,), {"dialect": dialect})
 
 
+def matched_route(scope: Scope) -> Any:
+    """The route the request matched; before routing, the route its path and method would match
+    (``None`` when none does)."""
+    route = scope.get("route")
+    if route is None:
+        for candidate in _flat_routes(getattr(scope.get("app"), "router", None)):
+            if candidate.matches(scope)[0] is Match.FULL:
+                return candidate
+    return route
+
+
+def _flat_routes(router: Any) -> Iterator[Any]:
+    """Every route of ``router``, those of included routers too (FastAPI wraps them in an object
+    that matches as a whole and keeps the router it includes as ``original_router``)."""
+    for route in getattr(router, "routes", ()):
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _flat_routes(included)
+        else:
+            yield route
+
+
+def dialect_of(scope: Scope) -> str:
+    """The dialect of the request's route (OpenAI's when it has none)."""
+    return getattr(matched_route(scope), "dialect", "openai")
+
+
 def render(request: Request, problem: Problem) -> FastJSONResponse:
     """``problem`` in the dialect of the route the request matched (OpenAI's by default)."""
-    dialect = getattr(request.scope.get("route"), "dialect", "openai")
-    return RENDERERS[dialect](problem)
+    return RENDERERS[dialect_of(request.scope)](problem)
+
+
+def render_scope(scope: Scope, problem: Problem) -> FastJSONResponse:
+    """``problem`` for a request that middleware answers before the router has run."""
+    return RENDERERS[dialect_of(scope)](problem)
+
+
+def problem_for(exc: e.EmbedServeError) -> Problem:
+    """A domain error as the native API states it, with its headers (Retry-After, WWW-Authenticate)."""
+    headers = None
+    if isinstance(exc, e.Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, e.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return Problem(status_for(exc), exc.message, exc.param, exc.code, headers)
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error envelope (the native and OpenAI routes, and unknown paths)."""
+
+    error: OpenAIErrorDetail
+
+
+class CohereError(BaseModel):
+    message: str
+
+
+class TEIError(BaseModel):
+    error: str
+    error_type: str
+
+
+_ERROR_MODELS: dict[str, type[BaseModel]] = {"openai": OpenAIError, "cohere": CohereError, "tei": TEIError}
+_ERROR_STATUSES: dict[str, tuple[int, ...]] = {
+    "openai": (400, 401, 404, 413, 422, 429, 500, 503),
+    "cohere": (400, 401, 404, 429, 500, 503),
+    "tei": (400, 401, 404, 413, 422, 424, 429, 500, 503),
+}
+
+
+def error_responses(dialect: str) -> dict[int | str, dict[str, Any]]:
+    """The error bodies a dialect's routes answer, for the OpenAPI schema (``APIRouter(responses=...)``);
+    it replaces FastAPI's default 422, which is not what this server sends."""
+    model = _ERROR_MODELS[dialect]
+    return {status: {"model": model, "description": "error"} for status in _ERROR_STATUSES[dialect]}
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
@@ -175,8 +262,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.EmbedServeError)
     async def domain_error(request: Request, exc: e.EmbedServeError) -> FastJSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, e.Overloaded) else None
-        return render(request, Problem(status_for(exc), exc.message, exc.param, exc.code, headers))
+        return render(request, problem_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> FastJSONResponse:
@@ -190,7 +276,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
             message, code = "request body could not be parsed: send a UTF-8 JSON object", "invalid_body"
         if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}; see /docs"
+            message = f"no route {request.method} {e.clip(request.url.path)}; see /docs"
         return render(request, Problem(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)

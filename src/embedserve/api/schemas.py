@@ -278,3 +278,15 @@ class Health(BaseModel):
     loaded_models: int
     startup_complete: bool
     failed_models: list[str]
+
+
+class ModelReadiness(BaseModel):
+    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    error: str | None
+    preload: bool
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "degraded", "not_ready"]
+    ready: bool
+    models: dict[str, ModelReadiness]

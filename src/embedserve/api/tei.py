@@ -24,7 +24,7 @@ from embedserve.api.deps import LimitsDep, RegistryDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.openai import input_texts
 from embedserve.api.responses import FastJSONResponse, base64_rows
-from embedserve.errors import InvalidInput
+from embedserve.errors import InvalidInput, clip
 from embedserve.registry import ModelHandle, Registry
 
 router = APIRouter(tags=["tei"], route_class=dialect_route("tei"))
@@ -37,7 +37,7 @@ B = TypeVar("B", bound=BaseModel)
 def _model_id(body_model: str | None, header: str | None) -> str | None:
     if body_model and header and body_model != header:
         raise InvalidInput(
-            f"the model field ('{body_model}') and the X-Model header ('{header}') disagree", param="model"
+            f"the model field ('{clip(body_model)}') and the X-Model header ('{clip(header)}') disagree", param="model"
         )
     return body_model or header
 
