@@ -142,6 +142,8 @@ class ModelHandle:
             "name": spec.name,
             "type": spec.type,
             "engine": spec.engine_name,
+            "backend": spec.backend,
+            "quantize": spec.quantize,
             "source": self.entry.source.kind,
             "loaded": self.state is ModelState.READY,
             "state": self.state.value,
