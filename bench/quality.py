@@ -59,7 +59,7 @@ def scifact_ndcg(client: Client, task: str, model: str, data: Dataset) -> float:
         d_vectors, q_vectors = client.embed_sparse(model, docs), client.embed_sparse(model, queries)
         dimension = client.model(model).dimension or 1 + max(int(v.indices.max(initial=0)) for v in d_vectors)
         runs = exact_sparse(d_vectors, q_vectors, doc_ids, dimension)
-    return 100 * evaluate(dict(zip(data.queries, runs, strict=True)), data.qrels)["ndcg@10"]
+    return evaluate(dict(zip(data.queries, runs, strict=True)), data.qrels)["ndcg@10"]  # already x100
 
 
 def measure(url: str, tasks: Sequence[str], engines: Sequence[str], data: Dataset) -> dict[str, dict[str, float]]:
