@@ -52,7 +52,8 @@ def resolve_device(device: str) -> str:
 def _load_kwargs(entry: CatalogEntry) -> dict[str, Any]:
     spec = entry.spec
     kwargs: dict[str, Any] = {
-        "device": resolve_device(spec.device),
+        # onnx/openvino: the torch model is only exported (on the CPU), then dropped
+        "device": resolve_device(spec.device) if spec.backend == "torch" else "cpu",
         "trust_remote_code": spec.trust_remote_code,
     }
     if spec.revision is not None and entry.source.kind == "hub":
