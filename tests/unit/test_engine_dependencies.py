@@ -6,17 +6,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
-import tomllib
 
 import pytest
-from helpers.server import ROOT
 
-EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+# embedserve's own metadata: 'onnxruntime==1.32.0; extra == "onnx"', ...
 PINS = dict(
-    re.fullmatch(r"([A-Za-z0-9_.-]+)==([^;\s]+)", spec).groups()  # type: ignore[union-attr]
-    for extra in ("onnx", "openvino")
-    for spec in EXTRAS[extra]
-    if "==" in spec
+    match.groups()
+    for spec in importlib.metadata.requires("embedserve") or []
+    if (match := re.fullmatch(r'([A-Za-z0-9_.-]+)==([^;\s]+) *; *extra == "(?:onnx|openvino)"', spec))
 )
 
 
