@@ -24,9 +24,9 @@ def _load(name: str) -> ModuleType:
 
 quality = _load("quality")
 CATALOGUE = ROOT / "models.yaml"
-# All 300 judged test queries; the corpus cut to their judged documents and random others up to 800
+# All 300 judged test queries; the corpus cut to their judged documents and random others up to 600
 # (tests/helpers/beir.py), which keeps the run short while each query still ranks hundreds of documents.
-QUERIES, DOCUMENTS = 300, 800
+QUERIES, DOCUMENTS = 300, 600
 
 
 @pytest.mark.slow
