@@ -10,7 +10,7 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --n
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench bench-sts bench-eval screenshot clean
+.PHONY: run test test-fast lint bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -67,6 +67,10 @@ bench: $(VENV)/.installed-bench $(INFINITY_VENV)/.installed
 
 bench-sts: $(VENV)/.installed-test
 	$(BIN)/python bench/sts.py --json bench/results/sts.json
+
+# Every engine (torch, onnx, onnx-int8, openvino, openvino-int8) against torch through the API: STS and SciFact.
+bench-quality: $(VENV)/.installed-test
+	$(BIN)/python bench/quality.py --json bench/results/quality.json
 
 # The README's picture of the playground, taken by the browser test of the sparse panel.
 screenshot: $(VENV)/.installed-test $(CHROMIUM)

@@ -9,13 +9,17 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
 * Infinity (its own venv, ``make bench-infinity``) under the same load, same texts, same client,
   for the tasks it serves (dense, rerank), at torch and at its ONNX engine (``optimum``);
 * GET /health latency while embedserve is saturated (concurrency 128);
-* embedserve's RSS before and after 100,000 texts.
+* embedserve's RSS before and after 100,000 texts;
+* per engine (bench/engines.py): the in-process ceiling and served throughput of torch, onnx,
+  onnx-int8, openvino and openvino-int8 on the dense and sparse models, each as a ratio to torch,
+  and the target: the default catalogue's dense engine served at concurrency 32 >= 1.5 x torch.
 
 Rerank uses a cross-encoder with MiniLM-L6's shape and random weights, built locally (no real one can
 be had here; speed does not depend on the weights' values). Run from the repository root::
 
     make bench                     # installs what it needs, then: python bench/batching.py
     python bench/batching.py --seconds 5 --skip-infinity --rss-texts 20000
+    python bench/batching.py --engines-only                  # the per-engine rows alone
 
 It prints a table and writes ``bench/results/batching.json`` and ``bench/results/batching.png``.
 """
@@ -47,6 +51,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
+import engines as engine_rows  # noqa: E402
 from common import write_json  # noqa: E402
 from helpers.server import free_port, running_server, stop  # noqa: E402
 from helpers.tiny_models import copy_tokenizer, packaged_model_dir  # noqa: E402
@@ -476,8 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-texts", type=int, default=100_000, help="texts sent for the RSS check (0: skip)")
     parser.add_argument("--skip-infinity", action="store_true", help="embedserve and the ceiling only")
     parser.add_argument("--tasks", default="dense,sparse,rerank", help="comma-separated tasks to measure")
+    parser.add_argument("--engines", default=",".join(engine_rows.ENGINES), help="engines compared (default: all)")
+    parser.add_argument("--engine-tasks", default="dense,sparse", help="tasks of the per-engine rows (empty: none)")
+    parser.add_argument("--engines-only", action="store_true", help="only the per-engine rows")
     parser.add_argument("--out", type=Path, default=RESULTS / "batching.json")
     args = parser.parse_args(argv)
+    if args.engines_only:
+        return engines_main(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     tasks = [t for t in args.tasks.split(",") if t]
@@ -528,11 +538,39 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "rss": rss,
         "targets": [{"target": name, "value": value, "met": ok} for name, value, ok in checks],
+        "engines": engine_report(args, items),
     }
     write_json(args.out, report)
     chart(rows, ceiling, args.out.with_suffix(".png"))
     print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
+
+
+def engines_main(args: argparse.Namespace) -> int:
+    """The per-engine rows alone (``--engines-only``), written next to ``--out`` as ``engines.json``."""
+    queries, docs = load_texts()
+    report = engine_report(args, {"queries": queries, "documents": docs})
+    write_json(args.out.with_name("engines.json"), report)
+    print(f"\nwrote {args.out.with_name('engines.json')}")
+    return 0
+
+
+def engine_report(args: argparse.Namespace, items: dict[str, list[str]]) -> dict[str, Any]:
+    tasks = [t for t in args.engine_tasks.split(",") if t]
+    names = [e for e in args.engines.split(",") if e]
+    if not tasks or not names:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="embedserve-bench-engines-") as tmp_dir:
+        rows, ceilings = engine_rows.run(tasks, names, items, args.seconds, args.ceiling_seconds, Path(tmp_dir))
+    engine_rows.print_table(rows, ceilings)
+    check = engine_rows.target(rows, ROOT / "models.yaml")
+    if check:
+        print(f"\n  [{'met' if check[2] else 'MISSED'}] {check[0]}: {check[1]}")
+    return {
+        "ceiling": ceilings,
+        "rows": rows,
+        "target": None if check is None else {"target": check[0], "value": check[1], "met": check[2]},
+    }
 
 
 if __name__ == "__main__":

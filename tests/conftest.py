@@ -25,6 +25,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX / OpenVINO exports of this run (and of the servers it starts) in a fresh directory, not
+    the user's cache: every run exports once, as a clean CI machine would."""
+    path = tmp_path_factory.mktemp("engine-cache")
+    previous = os.environ.get("EMBEDSERVE_CACHE_DIR")
+    os.environ["EMBEDSERVE_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("EMBEDSERVE_CACHE_DIR", None)
+    else:
+        os.environ["EMBEDSERVE_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"

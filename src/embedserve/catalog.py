@@ -8,6 +8,10 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         type: embeddings | sparse-embeddings | rerank
         engine: sentence-transformers | cross-encoder | similarity
         device: auto | cpu | cuda | cuda:N | mps
+        backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
+                                      # "Choosing an engine"); onnx/openvino export on first load, CPU only
+        quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
+        threads: <n>                  # onnx/openvino intra-op threads; default: see engines/runtimes.py
         max_length: <tokens>          # default: the model's own limit
         normalize: true               # embeddings: unit vectors unless a request says otherwise
         prompts: {query: "...", document: "..."}
@@ -20,7 +24,7 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         default: false                # the model a request of this type gets when it names none
                                       # (at most one per type; else the first of the type)
         batching:                     # dynamic batching limits (see batching.py)
-          max_batch_size: 32          # inputs per forward pass
+          max_batch_size: 32          # inputs per forward pass (default: 32 on torch, 8 on onnx/openvino)
           max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else)
           max_wait_ms: 2              # wait for requests being tokenized when the queue is short
           max_queue: 8192             # queued inputs; past it, 429 with Retry-After
@@ -59,6 +63,8 @@ from pydantic import (
 from embedserve.errors import CatalogError
 
 ModelType = Literal["embeddings", "sparse-embeddings", "rerank"]
+Backend = Literal["torch", "onnx", "openvino"]
+Quantize = Literal["none", "int8"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {
     "embeddings": ("sentence-transformers",),
@@ -73,7 +79,7 @@ class BatchingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch_size: PositiveInt = 32
+    max_batch_size: PositiveInt | None = None  # None: by backend, see batching.default_batch_size
     max_batch_tokens: PositiveInt | None = None  # None: by device, see batching.default_batch_tokens
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_queue: PositiveInt = 8192
@@ -124,6 +130,9 @@ class ModelSpec(BaseModel):
     type: ModelType
     engine: str | None = None
     device: str = "auto"
+    backend: Backend = "torch"
+    quantize: Quantize = "none"
+    threads: PositiveInt | None = None
     max_length: PositiveInt | None = None
     normalize: bool = True
     prompts: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +160,12 @@ class ModelSpec(BaseModel):
             raise ValueError(f"default_prompt: '{self.default_prompt}' is not a key of prompts; prompts: {names}")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
+        if self.quantize != "none" and self.backend == "torch":
+            raise ValueError(f"quantize: {self.quantize} needs backend onnx or openvino; backend torch runs fp32")
+        if self.backend != "torch" and self.device not in ("auto", "cpu"):
+            raise ValueError(f"backend: {self.backend} runs on the CPU; device '{self.device}' needs backend torch")
+        if self.threads is not None and self.backend == "torch":
+            raise ValueError("threads: applies to backend onnx or openvino; torch's are EMBEDSERVE_TORCH_THREADS")
         return self
 
     @property
@@ -250,7 +265,7 @@ def _format_error(model_id: str, error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"model '{model_id}': field '{loc[-1]}' is required"
     if error["type"] == "literal_error":
-        allowed = ", ".join(MODEL_TYPES)
+        allowed = ", ".join(MODEL_TYPES) if loc[-1] == "type" else str(error.get("ctx", {}).get("expected", ""))
         return f"model '{model_id}': field '{loc[-1]}': '{error['input']}' is not allowed; allowed: {allowed}"
     msg = error["msg"].removeprefix("Value error, ")
     where = f"field '{'.'.join(loc)}': " if loc else ""

@@ -1,4 +1,4 @@
-"""Command line: ``embedserve serve [--ray] | ray-config | models | eval | --version``. The only reader of argv.
+"""Command line: ``embedserve serve [--ray] | ray-config | models | export | eval | --version``; the only argv reader.
 
 Settings come from flags over ``EMBEDSERVE_*`` environment variables over defaults.
 """
@@ -23,6 +23,7 @@ from embedserve.errors import CatalogError
 from embedserve.settings import Settings
 
 log = logging.getLogger("embedserve")
+CACHE_HELP = "where onnx/openvino exports are kept (EMBEDSERVE_CACHE_DIR; default: ~/.cache/embedserve)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: info")
     serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line")
     serve.add_argument("--api-keys-file", type=Path, help="require an API key, one of those in this file (a line each)")
+    serve.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
     serve.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
     serve.add_argument(
         "--playground",
@@ -85,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
     models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    export = sub.add_parser(
+        "export",
+        help="export the onnx/openvino models of the catalogue into the cache ahead of serving",
+        description="Build (or check and reuse) the cached ONNX / OpenVINO export of every catalogue model whose "
+        "backend is onnx or openvino, as the server would on first load: for images and CI.",
+    )
+    export.add_argument("models", nargs="*", metavar="MODEL", help="model ids (default: every onnx/openvino model)")
+    export.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    export.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
     _eval_parser(sub)
     return parser
 
@@ -116,7 +127,18 @@ def _eval_parser(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("config", "host", "port", "lazy", "log_level", "log_format", "cors_origins", "playground", "api_keys_file")
+    keys = (
+        "config",
+        "host",
+        "port",
+        "lazy",
+        "log_level",
+        "log_format",
+        "cors_origins",
+        "playground",
+        "api_keys_file",
+        "cache_dir",
+    )
     overrides: dict[str, Any] = {k: getattr(args, k, None) for k in keys}
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -135,8 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _eval(args)
     try:
         settings = _settings(args)
+        if settings.cache_dir is not None:  # where engines/export.py looks
+            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         if args.command == "models":
             return _models(load_catalog(settings.config, check_sources=False))
+        if args.command == "export":
+            return _export(load_catalog(settings.config), args.models)
         if args.command == "ray-config":
             return _ray_config(settings, load_catalog(settings.config, check_sources=False))
         if args.address is not None and not args.ray:
@@ -156,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
+    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
         try:
@@ -171,6 +197,7 @@ def _models(catalog: Catalog) -> int:
                 entry.id,
                 spec.type,
                 spec.engine_name,
+                spec.backend + ("-int8" if spec.quantize == "int8" else ""),
                 "yes" if spec.trust_remote_code else "no",
                 kind,
                 status,
@@ -180,6 +207,34 @@ def _models(catalog: Catalog) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _export(catalog: Catalog, wanted: list[str]) -> int:
+    unknown = [m for m in wanted if m not in catalog.entries]
+    if unknown:
+        return _fail(f"unknown model(s): {', '.join(unknown)}; the catalogue has: {', '.join(catalog.ids())}")
+    entries = [catalog.entries[m] for m in wanted] or [e for e in catalog.entries.values() if e.spec.backend != "torch"]
+    torch_only = [e.id for e in entries if e.spec.backend == "torch"]
+    if torch_only:
+        return _fail(f"model(s) {', '.join(torch_only)} use backend torch: nothing to export")
+    if not entries:
+        print("no model in the catalogue uses backend onnx or openvino: nothing to export")
+        return 0
+    from embedserve.engines import create_engine
+
+    logging.basicConfig(level="INFO", format="%(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    failed = 0
+    for entry in entries:
+        try:
+            create_engine(entry).close()
+        except Exception as exc:
+            failed += 1
+            print(f"embedserve: error: model '{entry.id}': {type(exc).__name__}: {exc}", file=sys.stderr)
+    if failed:
+        return 1
+    print(f"{len(entries)} model(s) exported or already cached")
     return 0
 
 

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from embedserve import context
-from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_tokens
+from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_size, default_batch_tokens
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
@@ -85,7 +85,7 @@ class ModelHandle:
             return
         spec = self.entry.spec.batching
         limits = BatchLimits(
-            max_batch_size=spec.max_batch_size,
+            max_batch_size=self._configured_batching()["max_batch_size"],
             max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device),
             max_wait_ms=spec.max_wait_ms,
             max_queue=spec.max_queue,
@@ -145,6 +145,13 @@ class ModelHandle:
             raise ModelUnavailable(f"model '{self.id}' was unloaded while this request waited", param="model")
         return self.batcher
 
+    def _configured_batching(self) -> dict[str, Any]:
+        """The catalogue's limits, with the backend's default batch size where it sets none."""
+        spec = self.entry.spec
+        limits = spec.batching.model_dump()
+        limits["max_batch_size"] = limits["max_batch_size"] or default_batch_size(spec.backend)
+        return limits
+
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
         engine = self.engine
@@ -153,6 +160,8 @@ class ModelHandle:
             "name": spec.name,
             "type": spec.type,
             "engine": spec.engine_name,
+            "backend": spec.backend,
+            "quantize": spec.quantize,
             "source": self.entry.source.kind,
             "loaded": self.state is ModelState.READY,
             "state": self.state.value,
@@ -165,7 +174,7 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
-            "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
+            "batching": asdict(self.batcher.limits) if self.batcher else self._configured_batching(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
         }

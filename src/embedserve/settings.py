@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     torch_threads: PositiveInt | None = Field(
         default=None, description="torch intra-op threads; default: torch's own (the physical cores)"
     )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="where onnx/openvino exports are kept; default: $XDG_CACHE_HOME/embedserve or ~/.cache/embedserve",
+    )
     tokenizer_threads: PositiveInt = Field(
         default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
     )

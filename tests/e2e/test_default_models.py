@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from helpers.engines import is_int8, library_atol, min_cosine
 from helpers.server import Server
 from sentence_transformers import SentenceTransformer, SparseEncoder
 
@@ -101,7 +102,7 @@ def test_served_vector_equals_library_encode(
     served = np.array(body["data"][0]["embedding"])
     expected = dense_library.encode(text)
     assert served.shape == (384,)
-    assert _cosine(served, expected) >= 0.9999
+    assert _cosine(served, expected) >= min_cosine(DENSE)
     tokens = len(dense_library.tokenizer(text)["input_ids"])
     assert body["usage"]["prompt_tokens"] == min(tokens, 256)
 
@@ -109,7 +110,7 @@ def test_served_vector_equals_library_encode(
 def test_batch_equals_one_by_one(client: httpx.Client) -> None:
     batch = _embed(client, TEXTS)
     singles = np.vstack([_embed(client, text) for text in TEXTS])
-    np.testing.assert_allclose(batch, singles, atol=1e-5)
+    np.testing.assert_allclose(batch, singles, atol=library_atol(DENSE))
 
 
 def test_base64_decodes_to_the_float_response(client: httpx.Client) -> None:
@@ -153,6 +154,12 @@ def test_sparse_equals_library_encode(client: httpx.Client, sparse_library: Spar
     expected = sparse_library.encode(texts).to_dense().cpu().numpy()
     for item, row in zip(response.json()["data"], expected, strict=True):
         nonzero = np.flatnonzero(row)
+        if is_int8(SPARSE):  # int8 moves weights near zero across it: compare the vectors
+            served = np.zeros_like(row)
+            served[item["indices"]] = item["values"]
+            assert _cosine(served, row) >= min_cosine(SPARSE)
+            np.testing.assert_allclose(served, row, atol=library_atol(SPARSE) * max(1.0, float(row.max())))
+            continue
         np.testing.assert_array_equal(item["indices"], nonzero)
         np.testing.assert_allclose(item["values"], row[nonzero], atol=1e-5)
 

@@ -82,6 +82,23 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
         ({"m": {"name": "a/b", "type": "embeddings", "device": "tpu"}}, "device: 'tpu' is not allowed"),
         ({"m": {"name": "a/b", "type": "embeddings", "max_length": 0}}, "model 'm': field 'max_length'"),
         ({"m": "a/b"}, "model 'm': expected a mapping"),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "backend": "tensorrt"}},
+            "model 'm': field 'backend': 'tensorrt' is not allowed; allowed: 'torch', 'onnx' or 'openvino'",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "backend": "onnx", "quantize": "int4"}},
+            "model 'm': field 'quantize': 'int4' is not allowed; allowed: 'none' or 'int8'",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "quantize": "int8"}},
+            "model 'm': quantize: int8 needs backend onnx or openvino",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "rerank", "backend": "openvino", "device": "cuda"}},
+            "model 'm': backend: openvino runs on the CPU; device 'cuda' needs backend torch",
+        ),
+        ({"m": {"name": "a/b", "type": "embeddings", "threads": 2}}, "model 'm': threads: applies to backend onnx"),
         ({}, "'models' is empty"),
     ],
 )

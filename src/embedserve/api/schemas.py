@@ -242,6 +242,8 @@ class ModelInfo(BaseModel):
     name: str
     type: str
     engine: str
+    backend: Literal["torch", "onnx", "openvino"]
+    quantize: Literal["none", "int8"]
     source: str
     loaded: bool
     state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]

@@ -4,6 +4,10 @@ bi-encoder "similarity" reranker.
 The library loads the model; embedserve tokenizes (see ``tokenization``) and calls the
 model's own ``forward`` on padded tensors, so the outputs equal ``encode``/``predict`` while
 each text is tokenized only once and batches can mix requests.
+
+With ``backend: onnx`` or ``openvino`` the same pipeline, exported once (``export``), runs on
+ONNX Runtime or OpenVINO (``runtimes``) instead, and the torch weights are dropped after the
+export; tokenization and post-processing stay the same.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from embedserve.engines.base import (
     SparseVector,
     TextEngine,
 )
+from embedserve.engines.runtimes import Runtime
 from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,8 @@ def resolve_device(device: str) -> str:
 def _load_kwargs(entry: CatalogEntry) -> dict[str, Any]:
     spec = entry.spec
     kwargs: dict[str, Any] = {
-        "device": resolve_device(spec.device),
+        # onnx/openvino: the torch model is only exported (on the CPU), then dropped
+        "device": resolve_device(spec.device) if spec.backend == "torch" else "cpu",
         "trust_remote_code": spec.trust_remote_code,
     }
     if spec.revision is not None and entry.source.kind == "hub":
@@ -67,6 +73,8 @@ class _STModel:
     model: Any
     tokenizer: TextTokenizer
     device: str
+    runtime: Runtime | None = None
+    task: str  # what an export of it is: dense, sparse or cross-encoder
 
     def _attach(self, model: Any, max_length: int) -> None:
         self.model = model
@@ -86,8 +94,40 @@ class _STModel:
             features["prompt_length"] = batch[0].group
         return features
 
+    def _run(self, batch: Sequence[Tokens], output: str, **kwargs: Any) -> torch.Tensor:
+        """The model's ``output`` for a padded batch, by torch or by the exported runtime."""
+        if self.runtime is not None:
+            return torch.from_numpy(self.runtime.run(self.tokenizer.pad(batch)))
+        with torch.inference_mode():
+            out: torch.Tensor = self.model(self._features(batch), **kwargs)[output]
+            return out
+
+    def _use_backend(self, entry: CatalogEntry, output: str) -> None:
+        """For backend onnx/openvino: export (or reuse the cached export), load it, drop the torch weights."""
+        spec = entry.spec
+        if spec.backend == "torch":
+            return
+        from embedserve.engines import export
+        from embedserve.engines.runtimes import load_runtime
+
+        if getattr(self, "_prompt_excluded", False):
+            raise ValueError(
+                f"backend {spec.backend} cannot run this model: its pooling leaves the prompt out "
+                "(include_prompt: false), which the export cannot follow; use backend torch"
+            )
+        inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._inputs)
+        revision = export.source_revision(export.source_directory(entry))
+        key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs)
+        path = export.ExportCache().get_or_build(
+            key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
+        )
+        self.runtime = load_runtime(spec.backend, path, spec.threads)
+        self.model.to("meta")  # the weights are no longer needed; the tokenizer and config stay
+        gc.collect()
+
     def close(self) -> None:
         del self.model
+        self.runtime = None
         gc.collect()
 
 
@@ -112,32 +152,36 @@ class _BiEncoder(_STModel):
         return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
     def _embed(self, batch: Sequence[Tokens]) -> torch.Tensor:
-        with torch.inference_mode():
-            out: torch.Tensor = self.model(self._features(batch))["sentence_embedding"]
-            return out
+        return self._run(batch, "sentence_embedding")
 
 
 class STDenseEngine(_BiEncoder, DenseEngine):
+    task = "dense"
+
     def __init__(self, entry: CatalogEntry) -> None:
         self._setup(SentenceTransformer(entry.source.location, **_load_kwargs(entry)), entry)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
+        self._use_backend(entry, "sentence_embedding")
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         return self._embed(batch).float().cpu().numpy()
 
 
 class STSparseEngine(_BiEncoder, SparseEngine):
+    task = "sparse"
+
     def __init__(self, entry: CatalogEntry) -> None:
         self._setup(SparseEncoder(entry.source.location, **_load_kwargs(entry)), entry)
         # the vocabulary, not the hidden size that get_embedding_dimension reports for MLM models
         config = getattr(self.model[0], "auto_model", None)
         self.dimension = int(getattr(getattr(config, "config", None), "vocab_size", 0) or len(self.model.tokenizer))
         self.max_active_dims: int | None = getattr(self.model, "max_active_dims", None)
+        self._use_backend(entry, "sentence_embedding")
 
     def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         kwargs = {} if self.max_active_dims is None else {"max_active_dims": self.max_active_dims}
         with torch.inference_mode():
-            dense = self.model(self._features(batch), **kwargs)["sentence_embedding"]
+            dense = self._run(batch, "sentence_embedding", **kwargs)
             if self.max_active_dims is not None:
                 dense = select_max_active_dims(dense, max_active_dims=self.max_active_dims)
             rows = dense.float().cpu().numpy()
@@ -151,6 +195,8 @@ class STSparseEngine(_BiEncoder, SparseEngine):
 class CrossEncoderEngine(_STModel, RerankEngine):
     """A real reranker: the query and each document go through the model together."""
 
+    task = "cross-encoder"
+
     def __init__(self, entry: CatalogEntry) -> None:
         kwargs = _load_kwargs(entry)
         if entry.spec.max_length is not None:
@@ -159,6 +205,7 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         if model.num_labels != 1:
             raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
         self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
+        self._use_backend(entry, "scores")
 
     def encode_pairs(
         self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
@@ -167,8 +214,7 @@ class CrossEncoderEngine(_STModel, RerankEngine):
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         """The logits; the activation is applied per request in :meth:`scores`."""
-        with torch.inference_mode():
-            logits: torch.Tensor = self.model(self._features(batch))["scores"].float()
+        logits = self._run(batch, "scores").float()
         out: FloatArray = logits.reshape(len(batch)).cpu().numpy()
         return out
 
@@ -189,9 +235,12 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
     then each document, each embedded on its own.
     """
 
+    task = "dense"
+
     def __init__(self, entry: CatalogEntry) -> None:
         self._setup(SentenceTransformer(entry.source.location, **_load_kwargs(entry)), entry)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
+        self._use_backend(entry, "sentence_embedding")
         self.query_prompt = entry.spec.prompts.get("query")
         self.document_prompt = entry.spec.prompts.get("document")
 

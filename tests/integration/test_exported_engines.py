@@ -1,0 +1,164 @@
+"""backend onnx / openvino (with int8) on tiny models: the same outputs as the torch engine, the cache,
+``embedserve export``, and the combinations that are refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from helpers.server import ROOT
+
+from embedserve.catalog import CatalogEntry, parse_catalog
+from embedserve.cli import main
+from embedserve.engines import DenseEngine, Engine, RerankEngine, SparseEngine, create_engine
+from embedserve.engines.runtimes import default_threads
+
+TEXTS = ["a", "b c", "hello world, this is a somewhat longer sentence " * 3, "heart attack"]
+QUERY = "what is a heart attack"
+KINDS = {
+    "dense": ("embeddings", {}),
+    "sparse": ("sparse-embeddings", {}),
+    "rerank": ("rerank", {"engine": "cross-encoder"}),
+}
+# (backend, quantize, kinds checked): openvino-int8 on the dense model only, to keep the exports few
+VARIANTS = [
+    ("onnx", "none", ("dense", "sparse", "rerank")),
+    ("onnx", "int8", ("dense", "sparse", "rerank")),
+    ("openvino", "none", ("dense", "sparse", "rerank")),
+    ("openvino", "int8", ("dense",)),
+]
+# fp32 exports equal torch to float rounding; int8 is an approximation (random tiny weights: a few 1e-3)
+TOLERANCE = {"none": 1e-5, "int8": 3e-2}
+
+
+def _entry(tiny_models: dict[str, Path], kind: str, **options: Any) -> CatalogEntry:
+    model_type, extra = KINDS[kind]
+    data = {"name": str(tiny_models[kind]), "type": model_type, "device": "cpu", **extra, **options}
+    return parse_catalog({"models": {f"tiny-{kind}": data}}, ROOT).entries[f"tiny-{kind}"]
+
+
+def _outputs(engine: Engine, kind: str, atol: float = 1e-5) -> np.ndarray:
+    if isinstance(engine, RerankEngine):
+        prepared = engine.encode_pairs(QUERY, TEXTS)
+        return np.asarray(engine.scores(engine.forward(prepared.units), prepared.query_units))
+    if isinstance(engine, SparseEngine):
+        dense = np.zeros((len(TEXTS), engine.dimension or 0), dtype=np.float32)
+        for row, vector in zip(dense, engine.forward(engine.encode_texts(TEXTS, None)), strict=True):
+            assert np.all(np.diff(vector.indices) > 0) and np.all(vector.values > 0)
+            row[vector.indices] = vector.values
+        return dense
+    assert isinstance(engine, DenseEngine)
+    units = engine.encode_texts(TEXTS, None)
+    together = engine.forward(units)
+    alone = np.vstack([engine.forward([u]) for u in units])  # padding must not change a row
+    # (int8: dynamic quantization takes the activations' scale from the whole batch, so a row
+    # moves slightly with its batch-mates)
+    np.testing.assert_allclose(together, alone, atol=atol)
+    return np.asarray(together)
+
+
+@pytest.fixture(scope="module")
+def torch_outputs(tiny_models: dict[str, Path]) -> dict[str, np.ndarray]:
+    out = {}
+    for kind in KINDS:
+        engine = create_engine(_entry(tiny_models, kind))
+        out[kind] = _outputs(engine, kind)
+        engine.close()
+    return out
+
+
+@pytest.mark.parametrize(("backend", "quantize", "kinds"), VARIANTS, ids=[f"{b}-{q}" for b, q, _ in VARIANTS])
+def test_outputs_equal_torch(
+    tiny_models: dict[str, Path], torch_outputs: dict[str, np.ndarray], backend: str, quantize: str, kinds: tuple[str]
+) -> None:
+    for kind in kinds:
+        engine = create_engine(_entry(tiny_models, kind, backend=backend, quantize=quantize))
+        try:
+            assert engine.runtime is not None and engine.runtime.threads == default_threads()  # type: ignore[attr-defined]
+            got = _outputs(engine, kind, TOLERANCE[quantize])
+        finally:
+            engine.close()
+        np.testing.assert_allclose(got, torch_outputs[kind], atol=TOLERANCE[quantize], err_msg=f"{kind} {backend}")
+        if quantize == "int8":  # an approximation, not the same numbers
+            assert not np.array_equal(got, torch_outputs[kind])
+
+
+def test_threads_setting_reaches_the_runtime(tiny_models: dict[str, Path]) -> None:
+    engine = create_engine(_entry(tiny_models, "dense", backend="onnx", threads=1))
+    try:
+        assert engine.runtime.threads == 1  # type: ignore[attr-defined]
+        assert engine.runtime.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+
+
+def test_pooling_without_the_prompt_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_models["dense"], tmp_path / "dense")
+    pooling = copy / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "include_prompt": False}))
+    entry = parse_catalog({"models": {"no-prompt": {"name": str(copy), "type": "embeddings", "backend": "onnx"}}}, ROOT)
+    with pytest.raises(ValueError, match=r"backend onnx cannot run this model.*include_prompt"):
+        create_engine(entry.entries["no-prompt"])
+
+
+@pytest.fixture
+def catalogue(tiny_models: dict[str, Path], tmp_path: Path) -> Path:
+    data = {
+        "models": {
+            "tiny-dense-int8": {
+                "name": str(tiny_models["dense"]),
+                "type": "embeddings",
+                "backend": "onnx",
+                "quantize": "int8",
+            },
+            "tiny-rerank-ov": {"name": str(tiny_models["rerank"]), "type": "rerank", "backend": "openvino"},
+            "tiny-torch": {"name": str(tiny_models["dense"]), "type": "embeddings"},
+        }
+    }
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path / "unused"))  # restored after the CLI overrides it
+    yield tmp_path / "cache"
+
+
+def test_export_command_builds_then_reuses(
+    catalogue: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["export", "--config", str(catalogue), "--cache-dir", str(cache_dir)]
+    with caplog.at_level(logging.INFO, logger="embedserve.engines.export"):
+        assert main(argv) == 0
+    assert "2 model(s) exported or already cached" in capsys.readouterr().out
+    entries = sorted(p.name for p in cache_dir.iterdir())
+    assert len(entries) == 2 and any("-dense-onnx-int8-" in e for e in entries)
+    assert any("-cross-encoder-openvino-" in e for e in entries)
+    assert sum("exporting to" in r.getMessage() for r in caplog.records) == 2
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="embedserve.engines.export"):
+        assert main([*argv, "tiny-rerank-ov"]) == 0
+    assert [r.getMessage().split(":")[1].strip().split(" /")[0] for r in caplog.records] == [
+        "using the cached openvino export"
+    ]
+    assert sorted(p.name for p in cache_dir.iterdir()) == entries
+
+
+def test_export_command_refuses_torch_and_unknown_models(
+    catalogue: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["export", "--config", str(catalogue), "--cache-dir", str(cache_dir)]
+    assert main([*argv, "tiny-torch"]) == 2
+    assert "tiny-torch use backend torch: nothing to export" in capsys.readouterr().err
+    assert main([*argv, "nope"]) == 2
+    assert "unknown model(s): nope" in capsys.readouterr().err
+    assert not cache_dir.exists()
