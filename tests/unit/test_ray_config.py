@@ -78,7 +78,10 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
     schema = ServeDeploySchema.model_validate(config)  # Ray's own schema for `serve deploy`
     app = schema.applications[0]
     assert app.import_path == IMPORT_PATH and app.route_prefix == "/"
-    assert app.args == {"max_inputs": 512, "config": str((ROOT / "models.yaml").resolve())}
+    expected: dict[str, Any] = {"max_inputs": 512, "config": str((ROOT / "models.yaml").resolve())}
+    if settings.cache_dir is not None:  # EMBEDSERVE_CACHE_DIR (the tests set one): the replicas export there
+        expected["cache_dir"] = str(settings.cache_dir)
+    assert app.args == expected
     assert [d.name for d in app.deployments] == [
         INGRESS_NAME,
         "all-minilm-l6-v2",

@@ -58,6 +58,8 @@ class ModelReplica:
         from embedserve.engines import passive_omp_threads
 
         settings = Settings(**args)
+        if settings.cache_dir is not None:  # where engines/export.py keeps onnx/openvino exports, as in `serve`
+            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         catalog = load_catalog(settings.config)
         entry = catalog.entries[model_id]
         passive_omp_threads()
