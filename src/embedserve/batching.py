@@ -1,4 +1,4 @@
-"""Dynamic batching: one queue per model, one thread that runs its forward passes.
+"""Dynamic batching: one queue per model, and its batch threads that run the forward passes.
 
 Requests put their units (texts, or query-document pairs, already tokenized) into the
 model's queue and wait on a future. The batch thread takes the oldest unit, and with it the
@@ -25,8 +25,12 @@ After a second with nothing queued, the thread returns the passes' freed memory 
 Each pass is reported to ``observer`` (inputs, tokens, seconds) from the batch thread, and each
 request's share of the time (queue, inference) to its :class:`RequestContext`.
 
-``device_lock`` is shared by the batchers of models on the same device, so on a CPU one
-forward pass at a time gets every core instead of several fighting over them.
+Passes side by side: a model has ``passes`` batch threads (``batching.passes``, by default the
+engine's: 2 for torch on a CPU, else 1), each taking its own batches from the one queue. Every
+pass goes through its device's :class:`~embedserve.gate.DeviceGate`, shared by the models on
+that device, with the weight the engine asks for: a torch pass on a CPU takes one unit and its
+share of the threads (``prepare``), any other pass the whole device, so passes never fight
+over more cores than there are.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from embedserve.errors import (
     ModelUnavailable,
     Overloaded,
 )
+from embedserve.gate import DeviceGate
 from embedserve.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -61,18 +66,21 @@ Observer = Callable[[int, int, float], None]  # after each pass: inputs, tokens,
 
 
 def default_batch_size(backend: str) -> int:
-    """Inputs per pass when the catalogue sets none. ONNX Runtime and OpenVINO spend little per
-    pass, so padding dominates: measured here (all-MiniLM-L6-v2, SciFact queries, 32 clients of
-    one text, both runs in one server), onnx int8 served 85-89 texts/s with 8 a pass against 44-54
-    with 32, onnx fp32 60-64 with 4 or 8 against 38-39 with 32. torch keeps 32 (see below)."""
+    """Inputs per pass when the catalogue sets none. ONNX Runtime and OpenVINO run each input of
+    a pass alone (``engines.runtimes``), so a pass only needs enough inputs to keep every stream
+    busy while the results of the last pass go back; smaller passes answer sooner. torch keeps 32
+    (see below)."""
     return 32 if backend == "torch" else 8
 
 
-def default_batch_tokens(device: str) -> int:
+def default_batch_tokens(device: str, backend: str = "torch") -> int:
     """Padded tokens per pass when the catalogue sets none. On a CPU, long inputs run fastest a
     few at a time (measured here: 512-token rerank pairs gave 14.2 pairs/s with 1,024 tokens a
     pass and 11.2 with 16,384), while 1,024 still lets ~30 short queries share a pass; an
-    accelerator wants big batches."""
+    accelerator wants big batches. ONNX Runtime and OpenVINO never pad, so their bound only
+    keeps a pass of long inputs from holding the queue: 8,192."""
+    if backend != "torch":
+        return 8192
     return 1024 if device == "cpu" else 16384
 
 
@@ -101,6 +109,7 @@ class BatchLimits:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 2.0
     max_queue: int = 8192
+    passes: int = 1
 
 
 class _Request:
@@ -153,14 +162,22 @@ class Batcher:
         model_id: str,
         forward: Forward,
         limits: BatchLimits,
-        device_lock: threading.Lock | None = None,
+        gate: DeviceGate | None = None,
         observer: Observer | None = None,
+        *,
+        weight: int | None = None,
+        prepare: Callable[[int], None] | None = None,
     ) -> None:
+        """``gate``: the device's (default: a gate of its own, one pass at a time); ``weight``: the
+        gate units a pass takes (default: all); ``prepare``: called before each pass with the
+        passes running on the device. ``limits.passes`` batch threads take batches."""
         self.model_id = model_id
         self.limits = limits
         self._forward = forward
         self._observer = observer
-        self._device_lock = device_lock or threading.Lock()
+        self._gate = gate or DeviceGate(1)
+        self._weight = self._gate.capacity if weight is None else weight
+        self._prepare = prepare
         self._queue: deque[_Unit] = deque()
         self._queued = 0  # live units in the queue (the deque may still hold dropped ones)
         self._incoming = 0  # requests being tokenized for this model
@@ -169,9 +186,12 @@ class Batcher:
         self._dirty = False  # passes have run since memory was last released
         self.batches = 0
         self.inputs_computed = 0
-        self.running = 0  # units in the forward pass now
-        self._thread = threading.Thread(target=self._loop, name=f"batch-{model_id}", daemon=True)
-        self._thread.start()
+        self.running = 0  # units in forward passes now
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batch-{model_id}-{i}", daemon=True) for i in range(limits.passes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def queue_depth(self) -> int:
@@ -321,46 +341,58 @@ class Batcher:
                 self._dirty = False
                 release_freed_memory()
 
-    def _run(self, batch: list[_Unit]) -> None:
-        self.running = len(batch)
-        requests = {id(u.request): u.request for u in batch}.values()
+    def _running(self, delta: int) -> None:
+        with self._cond:
+            self.running += delta
+
+    def _pass(self, batch: list[_Unit]) -> tuple[Any, float]:
+        """One forward pass inside the device's gate: the outputs and the seconds it took."""
+        self._running(len(batch))
         try:
-            with self._device_lock:
+            with self._gate.entered(self._weight) as passes:
+                if self._prepare is not None:
+                    self._prepare(passes)
                 started = time.perf_counter()
                 outputs = self._forward([u.tokens for u in batch])
-                seconds = time.perf_counter() - started
-            self.running = 0
+                return outputs, time.perf_counter() - started
+        finally:
+            self._running(-len(batch))
+
+    def _run(self, batch: list[_Unit]) -> None:
+        requests = {id(u.request): u.request for u in batch}.values()
+        try:
+            outputs, seconds = self._pass(batch)
             if len(outputs) != len(batch):
                 raise RuntimeError(f"forward gave {len(outputs)} outputs for {len(batch)} inputs. This is a bug.")
         except EmbedServeError as exc:
-            self.running = 0
             self._fail(requests, exc)
             return
         except Exception:
-            self.running = 0
             log.exception("model %s: a batch of %d inputs failed", self.model_id, len(batch))
             self._fail(requests, InferenceFailed(f"model '{self.model_id}' failed to compute this request"))
             return
-        self.batches += 1
-        self.inputs_computed += len(batch)
         if self._observer is not None:
             self._observer(len(batch), sum(u.tokens.cost for u in batch), seconds)
-        for request in requests:
-            request.inference += seconds
-        for unit, output in zip(batch, outputs, strict=True):
-            request = unit.request
-            if not request.live:
-                continue  # failed or cancelled meanwhile
-            request.outputs[unit.index] = output
-            request.remaining -= 1
-            if request.remaining == 0:
-                request.finish()
+        with self._cond:  # a request split over passes on two batch threads meets itself here
+            self.batches += 1
+            self.inputs_computed += len(batch)
+            for request in requests:
+                request.inference += seconds
+            for unit, output in zip(batch, outputs, strict=True):
+                request = unit.request
+                if not request.live:
+                    continue  # failed or cancelled meanwhile
+                request.outputs[unit.index] = output
+                request.remaining -= 1
+                if request.remaining == 0:
+                    request.finish()
 
     def _fail(self, requests: Iterable[_Request], error: EmbedServeError) -> None:
-        for request in requests:
-            if not request.done:
-                self._drop(request)  # its other units, still queued, will not run
-                request.finish(error)
+        with self._cond:
+            for request in requests:
+                if not request.done:
+                    self._drop(request)  # its other units, still queued, will not run
+                    request.finish(error)
 
     def close(self) -> None:
         """Stop the thread after its current batch; every queued request fails with 503."""

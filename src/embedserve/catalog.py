@@ -11,7 +11,9 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
                                       # "Choosing an engine"); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
-        threads: <n>                  # onnx/openvino intra-op threads; default: see engines/runtimes.py
+        threads: <n>                  # onnx/openvino: threads in all (default: the cores)
+        streams: <n>                  # onnx/openvino: inputs run side by side (default: threads);
+                                      # see engines/runtimes.py
         max_length: <tokens>          # default: the model's own limit
         normalize: true               # embeddings: unit vectors unless a request says otherwise
         prompts: {query: "...", document: "..."}
@@ -25,9 +27,12 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
                                       # (at most one per type; else the first of the type)
         batching:                     # dynamic batching limits (see batching.py)
           max_batch_size: 32          # inputs per forward pass (default: 32 on torch, 8 on onnx/openvino)
-          max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else)
+          max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else,
+                                      # 8192 on onnx/openvino, which never pad)
           max_wait_ms: 2              # wait for requests being tokenized when the queue is short
           max_queue: 8192             # queued inputs; past it, 429 with Retry-After
+          passes: 2                   # forward passes side by side (default: 2 on torch on a CPU
+                                      # with 2+ threads, else 1; see gate.py)
         ray:                          # embedserve serve --ray only (see deploy/): this model's deployment
           replicas: 1                 # or autoscaling: {min_replicas, max_replicas, target_ongoing_requests}
           num_cpus: 0.5               # per replica, fractional; also its torch threads (at least 1)
@@ -81,6 +86,7 @@ class BatchingSpec(BaseModel):
 
     max_batch_size: PositiveInt | None = None  # None: by backend, see batching.default_batch_size
     max_batch_tokens: PositiveInt | None = None  # None: by device, see batching.default_batch_tokens
+    passes: PositiveInt | None = None  # None: the engine's own, see Engine.passes
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_queue: PositiveInt = 8192
 
@@ -133,6 +139,7 @@ class ModelSpec(BaseModel):
     backend: Backend = "torch"
     quantize: Quantize = "none"
     threads: PositiveInt | None = None
+    streams: PositiveInt | None = None
     max_length: PositiveInt | None = None
     normalize: bool = True
     prompts: dict[str, str] = Field(default_factory=dict)
@@ -166,6 +173,10 @@ class ModelSpec(BaseModel):
             raise ValueError(f"backend: {self.backend} runs on the CPU; device '{self.device}' needs backend torch")
         if self.threads is not None and self.backend == "torch":
             raise ValueError("threads: applies to backend onnx or openvino; torch's are EMBEDSERVE_TORCH_THREADS")
+        if self.streams is not None and self.backend == "torch":
+            raise ValueError("streams: applies to backend onnx or openvino; torch runs one padded batch at a time")
+        if self.streams is not None and self.threads is not None and self.streams > self.threads:
+            raise ValueError(f"streams: {self.streams} exceeds threads: {self.threads}; each stream needs a thread")
         return self
 
     @property

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,9 @@ from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_size, default_batch_tokens
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
+from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.gate import DeviceGate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +50,7 @@ class ModelHandle:
         entry: CatalogEntry,
         factory: EngineFactory,
         tokenizer_pool: ThreadPoolExecutor,
-        device_lock: Callable[[str], threading.Lock],
+        device_gate: Callable[[str], DeviceGate],
         observer: Observer | None = None,
     ) -> None:
         self.entry = entry
@@ -57,7 +58,7 @@ class ModelHandle:
         self._factory = factory
         self._observer = observer
         self._tokenizer_pool = tokenizer_pool
-        self._device_lock = device_lock
+        self._device_gate = device_gate
         self.state = ModelState.NOT_LOADED
         self.error: str | None = None
         self.engine: Engine | None = None
@@ -86,12 +87,22 @@ class ModelHandle:
         spec = self.entry.spec.batching
         limits = BatchLimits(
             max_batch_size=self._configured_batching()["max_batch_size"],
-            max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device),
+            max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device, self.entry.spec.backend),
             max_wait_ms=spec.max_wait_ms,
             max_queue=spec.max_queue,
+            passes=spec.passes or engine.passes,
         )
         self.engine = engine
-        self.batcher = Batcher(self.id, engine.forward, limits, self._device_lock(engine.device), self._observer)
+        gate = self._device_gate(engine.device)
+        self.batcher = Batcher(
+            self.id,
+            engine.forward,
+            limits,
+            gate,
+            self._observer,
+            weight=1 if engine.shares_device else gate.capacity,
+            prepare=engine.pass_threads,
+        )
         self.load_seconds = time.perf_counter() - started
         self.state = ModelState.READY
         log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, engine.device)
@@ -197,9 +208,9 @@ class Registry:
             factory = create_engine
         self.catalog = catalog
         self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="tokenize")
-        self._device_locks: dict[str, threading.Lock] = {}
+        self._device_gates: dict[str, DeviceGate] = {}
         self.models = {
-            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_lock, observer and observer(e.id))
+            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_gate, observer and observer(e.id))
             for e in catalog.entries.values()
         }
         self.startup_complete = False
@@ -221,9 +232,11 @@ class Registry:
         if self._preload is not None:
             await asyncio.shield(self._preload)
 
-    def device_lock(self, device: str) -> threading.Lock:
-        """One lock per device: one forward pass at a time on it, across models."""
-        return self._device_locks.setdefault(device, threading.Lock())
+    def device_gate(self, device: str) -> DeviceGate:
+        """One gate per device, across models (gate.py): as many units as cores on a CPU, 1 else."""
+        if device not in self._device_gates:
+            self._device_gates[device] = DeviceGate(default_threads() if device == "cpu" else 1)
+        return self._device_gates[device]
 
     def get(self, model_id: str) -> ModelHandle:
         try:

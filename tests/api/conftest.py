@@ -32,7 +32,7 @@ def app(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
                 "name": str(tiny_models["dense"]),
                 "type": "embeddings",
                 "device": "cpu",
-                "batching": {"max_queue": 4, "max_wait_ms": 0},
+                "batching": {"max_queue": 4, "max_wait_ms": 0, "passes": 1},  # one batch thread to hold
             },
             "capped": {
                 "name": str(tiny_models["dense"]),

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from embedserve.engines.runtimes import default_threads
+
 pytestmark = pytest.mark.anyio
 
 
@@ -24,8 +26,8 @@ async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
     registry = app.state.registry
     handle = registry.get("queued")
     await handle.load()
-    lock = registry.device_lock(handle.engine.device)
-    lock.acquire()  # the batch thread takes a batch and waits here: the queue fills up behind it
+    gate = registry.device_gate(handle.engine.device)
+    gate.acquire(gate.capacity)  # the batch thread takes a batch and waits here: the queue fills up behind it
     try:
         first = asyncio.ensure_future(client.post("/api/v1/embeddings", json={"model": "queued", "input": ["a"]}))
         await _until(lambda: handle.batcher.running == 1)
@@ -35,7 +37,7 @@ async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
         await _until(lambda: handle.batcher.queue_depth == 3)
         refused = await client.post("/api/v1/embeddings", json={"model": "queued", "input": ["e", "f"]})
     finally:
-        lock.release()
+        gate.release(gate.capacity)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
@@ -55,7 +57,13 @@ async def test_the_listing_shows_batching_limits_and_counters(client: httpx.Asyn
     response = await client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": ["a", "b", "c"]})
     assert response.status_code == 200
     info = (await client.get("/api/v1/models/tiny-dense")).json()
-    assert info["batching"] == {"max_batch_size": 32, "max_batch_tokens": 1024, "max_wait_ms": 2.0, "max_queue": 8192}
+    assert info["batching"] == {
+        "max_batch_size": 32,
+        "max_batch_tokens": 1024,
+        "max_wait_ms": 2.0,
+        "max_queue": 8192,
+        "passes": 2 if default_threads() > 1 else 1,  # torch on a CPU: two passes side by side (gate.py)
+    }
     assert info["stats"]["inputs_computed"] == before["inputs_computed"] + 3
     assert info["stats"]["batches"] == before["batches"] + 1
     assert info["stats"]["queue_depth"] == 0

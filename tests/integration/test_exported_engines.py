@@ -58,8 +58,10 @@ def _outputs(engine: Engine, kind: str, atol: float = 1e-5) -> np.ndarray:
     units = engine.encode_texts(TEXTS, None)
     together = engine.forward(units)
     alone = np.vstack([engine.forward([u]) for u in units])  # padding must not change a row
-    # (int8: dynamic quantization takes the activations' scale from the whole batch, so a row
-    # moves slightly with its batch-mates)
+    if getattr(engine, "runtime", None) is not None:
+        # the exported engines run each input alone: a row is the same whatever its batch (int8's
+        # dynamic activation scale included)
+        np.testing.assert_array_equal(together, alone)
     np.testing.assert_allclose(together, alone, atol=atol)
     return np.asarray(together)
 
@@ -93,8 +95,30 @@ def test_outputs_equal_torch(
 def test_threads_setting_reaches_the_runtime(tiny_models: dict[str, Path]) -> None:
     engine = create_engine(_entry(tiny_models, "dense", backend="onnx", threads=1))
     try:
-        assert engine.runtime.threads == 1  # type: ignore[attr-defined]
-        assert engine.runtime.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+        lanes = engine.runtime  # type: ignore[attr-defined]
+        assert (lanes.threads, lanes.streams, lanes.narrow) == (1, 1, [])
+        assert lanes.wide.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        engine.close()
+
+
+def test_streams_split_the_threads_and_each_input_runs_alone(tiny_models: dict[str, Path]) -> None:
+    engine = create_engine(_entry(tiny_models, "dense", backend="onnx", quantize="int8", threads=4, streams=2))
+    try:
+        lanes = engine.runtime  # type: ignore[attr-defined]
+        assert lanes.wide.session.get_session_options().intra_op_num_threads == 4
+        assert [n.session.get_session_options().intra_op_num_threads for n in lanes.narrow] == [2, 2]
+        units = engine.encode_texts(TEXTS, None)
+        # each lane sees batches of one; the rows come back in the inputs' order
+        seen: list[int] = []
+        for lane in [lanes.wide, *lanes.narrow]:
+            run = lane.run
+            lane.run = lambda arrays, run=run: seen.append(arrays["input_ids"].shape[0]) or run(arrays)
+        together = engine.forward(units)
+        assert set(seen) == {1} and len(seen) == len(TEXTS)
+        for i, unit in enumerate(units):
+            np.testing.assert_array_equal(engine.forward([unit])[0], together[i])
+        np.testing.assert_array_equal(engine.forward(units[::-1]), together[::-1])
     finally:
         engine.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -309,3 +310,47 @@ async def test_timings_and_the_observer_see_each_pass() -> None:
     batcher.close()
     assert [(n, t) for n, t, _ in seen] == [(2, 10)]
     assert ctx.tokens == 10 and ctx.inference == pytest.approx(seen[0][2])
+
+
+async def test_two_passes_run_side_by_side_inside_the_gate_and_every_request_gets_its_own_outputs() -> None:
+    from embedserve.gate import DeviceGate
+
+    gate = DeviceGate(2)
+    inside: list[int] = []  # passes on the device as each pass began
+    both_in = threading.Barrier(2, timeout=5)
+    calls = itertools.count()
+
+    def forward(batch: Sequence[Tokens]) -> list[tuple[int, int]]:
+        if next(calls) < 2:
+            both_in.wait()  # the first two passes must overlap
+        return [(u.ids[0], u.ids[1]) for u in batch]
+
+    batcher = Batcher(
+        "m", forward, BatchLimits(max_batch_size=2, max_wait_ms=0, passes=2), gate, weight=1, prepare=inside.append
+    )
+    try:
+        results = await asyncio.gather(*(batcher.submit(units(3, 4, 5, tag=t)) for t in range(10)))
+    finally:
+        batcher.close()
+    assert results == [[(t, 0), (t, 1), (t, 2)] for t in range(10)]  # requests split across both threads
+    assert inside[:2] == [1, 2]
+    assert batcher.inputs_computed == 30 and gate.used == 0
+
+
+async def test_a_pass_that_takes_the_whole_device_runs_alone() -> None:
+    from embedserve.gate import DeviceGate
+
+    gate = DeviceGate(2)
+    seen: list[int] = []
+    batcher = Batcher(
+        "m",
+        lambda batch: [0] * len(batch),
+        BatchLimits(max_batch_size=1, max_wait_ms=0, passes=2),
+        gate,
+        prepare=seen.append,
+    )
+    try:
+        await asyncio.gather(*(batcher.submit(units(3, tag=t)) for t in range(8)))
+    finally:
+        batcher.close()
+    assert seen == [1] * 8  # weight: the gate's capacity, so never two at once

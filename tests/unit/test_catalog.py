@@ -99,6 +99,11 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
             "model 'm': backend: openvino runs on the CPU; device 'cuda' needs backend torch",
         ),
         ({"m": {"name": "a/b", "type": "embeddings", "threads": 2}}, "model 'm': threads: applies to backend onnx"),
+        ({"m": {"name": "a/b", "type": "embeddings", "streams": 2}}, "model 'm': streams: applies to backend onnx"),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "backend": "onnx", "threads": 2, "streams": 4}},
+            "model 'm': streams: 4 exceeds threads: 2; each stream needs a thread",
+        ),
         ({}, "'models' is empty"),
     ],
 )

@@ -227,6 +227,7 @@ class BatchingInfo(BaseModel):
     max_batch_tokens: int | None  # None until the model is loaded (then set by its device)
     max_wait_ms: float
     max_queue: int
+    passes: int | None  # forward passes side by side; None until the model is loaded (set by its engine)
 
 
 class BatchStats(BaseModel):

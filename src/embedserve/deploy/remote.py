@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,6 +40,7 @@ from embedserve.engines.base import (
     Tokens,
 )
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelUnavailable
+from embedserve.gate import DeviceGate
 from embedserve.registry import ModelHandle, ModelState, Registry
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,15 @@ def _no_local_engine(entry: CatalogEntry) -> Engine:
     raise RuntimeError(f"model '{entry.id}' loads in its Ray replicas, never in the ingress. This is a bug.")
 
 
-def _no_lock(device: str) -> threading.Lock:
-    return threading.Lock()
+def _no_gate(device: str) -> DeviceGate:
+    return DeviceGate(1)  # never entered: the ingress runs no forward pass
 
 
 class RemoteModelHandle(ModelHandle):
     """One catalogue model served by a Ray deployment: state and stats as its replicas report them."""
 
     def __init__(self, entry: CatalogEntry, deployment: DeploymentHandle[Any], registry: RayRegistry) -> None:
-        super().__init__(entry, _no_local_engine, registry.io_pool, _no_lock)
+        super().__init__(entry, _no_local_engine, registry.io_pool, _no_gate)
         self._deployment = deployment
         self._registry = registry
         self._remote_engine: Engine | None = None

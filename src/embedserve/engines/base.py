@@ -5,7 +5,8 @@ A model's work goes through three stages, each on its own thread:
 1. ``encode_texts`` / ``encode_pairs`` (the request's tokenizer thread): texts become
    :class:`Tokens` units, tokenized once, with their untruncated count. Safe to call from
    several threads at once.
-2. ``forward`` (the model's batch thread, one call at a time): a batch of units, possibly
+2. ``forward`` (the model's batch threads: one call at a time unless ``passes`` > 1, then up
+   to that many from different threads): a batch of units, possibly
    from many requests, becomes one output per unit, in order.
 3. post-processing (the request, in numpy): normalization, quantization, rerank scores.
 
@@ -57,6 +58,12 @@ class Engine(ABC):
     max_length: int
     dimension: int | None = None
     device: str = "cpu"
+    passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
+    shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
+
+    def pass_threads(self, passes: int) -> None:  # noqa: B027 (a hook; most engines need nothing)
+        """Called on a batch thread before each pass, with the passes now running on the device
+        (this one included), so the pass can take its share of the threads. Default: nothing."""
 
     @abstractmethod
     def forward(self, batch: Sequence[Tokens]) -> Any:

@@ -1,21 +1,38 @@
 """The forward pass of an exported model on ONNX Runtime or OpenVINO (CPU).
 
-A runtime takes the padded ``input_ids`` / ``attention_mask`` / ``token_type_ids`` arrays (those
-the export was made with) and returns the model's one output as float32: a sentence embedding,
-a SPLADE vocabulary vector or a cross-encoder's logits, as the torch model would.
+A runtime takes the ``input_ids`` / ``attention_mask`` / ``token_type_ids`` arrays (those the
+export was made with) and returns the model's one output as float32: a sentence embedding, a
+SPLADE vocabulary vector or a cross-encoder's logits, as the torch model would.
 
-Threads (the catalogue's ``threads``, else :func:`default_threads`): ONNX Runtime gets that many
-intra-op threads, one inter-op thread and sequential execution, and its threads sleep instead of
-spinning while they wait (``session.intra_op.allow_spinning=0``): the server's event loop and
-tokenizer share the cores, and spinning threads take whole scheduler slices from them (the same
-reason the torch engine's OpenMP threads wait passively). OpenVINO gets ``INFERENCE_NUM_THREADS``
-of that many, one stream (one batch at a time is all the batcher asks for), the latency hint and
-no CPU pinning (pinned threads cannot make way for the server's other threads).
+**One input per forward pass** (:class:`Lanes`). The exported engines never pad: each input of a
+batch runs alone, and the batch's inputs are spread over ``streams`` sessions that run side by
+side, each with ``threads / streams`` threads; a pass of one input runs on a session with all
+``threads``. Two reasons, both measured here (2 cores, all-MiniLM-L6-v2, SciFact queries):
+
+- speed: two one-thread sessions side by side ran 376 queries/s on onnx int8 and 249 on onnx
+  fp32, against 273 and 197 for one two-thread session, and 262 and 199 for padded batches at
+  their best size (``bench/batching.py --engines-only``);
+- the same vector for the same text: ONNX Runtime's dynamic int8 takes the activations' scale
+  from the whole forward pass, so in a padded batch a text's vector moved with its batch-mates
+  (up to 0.03 a component). Alone, a text always gets the same vector.
+
+Threads (the catalogue's ``threads``, else :func:`default_threads`; ``streams``, else as many as
+threads): ONNX Runtime sessions get their share as intra-op threads, one inter-op thread and
+sequential execution, and their threads sleep instead of spinning while they wait
+(``session.intra_op.allow_spinning=0``): the server's event loop and tokenizer share the cores,
+and spinning threads take whole scheduler slices from them (the same reason the torch engine's
+OpenMP threads wait passively). OpenVINO compiled models get ``INFERENCE_NUM_THREADS`` of their
+share, one stream each, the latency hint and no CPU pinning (pinned threads cannot make way for
+the server's other threads). Each session holds its own copy of the weights: ``streams + 1``
+copies in all (one when ``streams`` is 1).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,13 +97,59 @@ class OpenVINORuntime:
         self.threads = threads
 
     def run(self, arrays: dict[str, npt.NDArray[np.int64]]) -> FloatArray:
-        # one request object, one forward pass at a time (the batcher's device lock guarantees it)
+        # one request object, one forward pass at a time (each lane is used by one thread at a time)
         result = self.request.infer({name: arrays[name] for name in self.input_names})
         return np.array(result[self.compiled.outputs[0]], dtype=np.float32)
 
 
-def load_runtime(backend: str, path: Path, threads: int | None) -> Runtime:
+Arrays = dict[str, npt.NDArray[np.int64]]
+
+
+class Lanes:
+    """Runs each input alone: a pass of several inputs spread over ``streams`` narrow sessions
+    side by side, a pass of one input on a wide session with all the threads (module docstring).
+
+    Used by one batch thread at a time (the batcher's device lock).
+    """
+
+    def __init__(self, make: Callable[[int], Runtime], threads: int, streams: int) -> None:
+        self.threads = threads
+        self.streams = max(1, min(streams, threads))
+        self.wide = make(threads)
+        self.narrow = [make(max(1, threads // self.streams)) for _ in range(self.streams)] if self.streams > 1 else []
+        self.input_names = self.wide.input_names
+        self._pool = ThreadPoolExecutor(len(self.narrow), "embedserve-lane") if self.narrow else None
+
+    def run_each(self, inputs: Sequence[Arrays]) -> FloatArray:
+        """The output rows of ``inputs`` (each a batch of one), in order, stacked."""
+        if len(inputs) == 1 or self._pool is None:
+            return np.concatenate([self.wide.run(x) for x in inputs])
+        # longest first, each lane taking the next input when it is free: the lanes end together
+        order = sorted(range(len(inputs)), key=lambda i: -inputs[i]["input_ids"].shape[1])
+        rows: list[FloatArray | None] = [None] * len(inputs)
+        lock = threading.Lock()
+
+        def work(lane: Runtime) -> None:
+            while True:
+                with lock:
+                    if not order:
+                        return
+                    i = order.pop(0)
+                rows[i] = lane.run(inputs[i])
+
+        futures = [self._pool.submit(work, lane) for lane in self.narrow[: len(inputs)]]
+        for future in futures:
+            future.result()  # re-raises a lane's error once every lane has stopped
+        return np.concatenate(rows)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def load_runtime(backend: str, path: Path, threads: int | None, streams: int | None = None) -> Lanes:
     n = threads or default_threads()
-    if backend == "onnx":
-        return OnnxRuntime(path, n)
-    return OpenVINORuntime(path, n)
+    make: Callable[[int], Runtime] = (
+        (lambda t: OnnxRuntime(path, t)) if backend == "onnx" else (lambda t: OpenVINORuntime(path, t))
+    )
+    return Lanes(make, n, streams or n)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,10 +33,15 @@ from embedserve.engines.base import (
     SparseVector,
     TextEngine,
 )
-from embedserve.engines.runtimes import Runtime
+from embedserve.engines.runtimes import Lanes
 from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 
 log = logging.getLogger(__name__)
+# torch's intra-op threads as the server set them (EMBEDSERVE_TORCH_THREADS, else the cores),
+# read once at import, before any batch thread changed its own (torch.set_num_threads also
+# changes what threads started later begin with)
+_TORCH_THREADS = torch.get_num_threads()
+_pass_threads = threading.local()  # what each batch thread last set
 
 
 def resolve_device(device: str) -> str:
@@ -73,7 +79,7 @@ class _STModel:
     model: Any
     tokenizer: TextTokenizer
     device: str
-    runtime: Runtime | None = None
+    runtime: Lanes | None = None
     task: str  # what an export of it is: dense, sparse or cross-encoder
 
     def _attach(self, model: Any, max_length: int) -> None:
@@ -84,6 +90,21 @@ class _STModel:
         self.tokenizer = TextTokenizer(model.tokenizer, max_length)
         names = getattr(model.tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"]
         self._inputs = {"input_ids", "attention_mask", *names} & {"input_ids", "attention_mask", "token_type_ids"}
+        self._share_cpu()
+
+    def _share_cpu(self) -> None:
+        """torch on a CPU: two passes side by side, each with its share of the threads (gate.py)."""
+        if self.runtime is None and self.device == "cpu" and _TORCH_THREADS > 1:
+            self.passes = 2
+            self.shares_device = True
+
+    def pass_threads(self, passes: int) -> None:
+        if not self.shares_device:
+            return
+        n = max(1, _TORCH_THREADS // passes)
+        if getattr(_pass_threads, "n", None) != n:  # per thread (OpenMP's and MKL's settings are)
+            torch.set_num_threads(n)
+            _pass_threads.n = n
 
     def _features(self, batch: Sequence[Tokens]) -> dict[str, Any]:
         arrays = self.tokenizer.pad(batch)
@@ -95,9 +116,10 @@ class _STModel:
         return features
 
     def _run(self, batch: Sequence[Tokens], output: str, **kwargs: Any) -> torch.Tensor:
-        """The model's ``output`` for a padded batch, by torch or by the exported runtime."""
+        """The model's ``output`` for a batch: padded on torch; one input at a time, never padded,
+        on the exported runtime (see ``runtimes``)."""
         if self.runtime is not None:
-            return torch.from_numpy(self.runtime.run(self.tokenizer.pad(batch)))
+            return torch.from_numpy(self.runtime.run_each([self.tokenizer.pad([unit]) for unit in batch]))
         with torch.inference_mode():
             out: torch.Tensor = self.model(self._features(batch), **kwargs)[output]
             return out
@@ -121,12 +143,15 @@ class _STModel:
         path = export.ExportCache().get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
-        self.runtime = load_runtime(spec.backend, path, spec.threads)
+        self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams)
+        self.passes, self.shares_device = 1, False
         self.model.to("meta")  # the weights are no longer needed; the tokenizer and config stay
         gc.collect()
 
     def close(self) -> None:
         del self.model
+        if self.runtime is not None:
+            self.runtime.close()
         self.runtime = None
         gc.collect()
 
