@@ -110,7 +110,8 @@ def test_served_vector_equals_library_encode(
 def test_batch_equals_one_by_one(client: httpx.Client) -> None:
     batch = _embed(client, TEXTS)
     singles = np.vstack([_embed(client, text) for text in TEXTS])
-    np.testing.assert_allclose(batch, singles, atol=library_atol(DENSE))
+    # whatever the engine, int8 included: a text's vector does not depend on its batch-mates
+    np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
 def test_base64_decodes_to_the_float_response(client: httpx.Client) -> None:

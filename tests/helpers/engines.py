@@ -1,7 +1,7 @@
 """How close the default catalogue's served outputs are to the libraries in-process, by the engine
 each model uses (models.yaml ``backend``/``quantize``): fp32 engines (torch, onnx, openvino) agree
-to float rounding; int8 is an approximation, and its activations are quantized per batch, so a
-text's vector also moves slightly with the texts it shares a forward pass with."""
+to float rounding; int8 is an approximation of them. (The exported engines run each input alone,
+so a text gets the same vector whatever it is batched with, int8 included.)"""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def is_int8(model_id: str) -> bool:
 
 
 def library_atol(model_id: str) -> float:
-    """Served against ``encode``, or one batch against another: per-component tolerance."""
+    """Served against ``encode``: per-component tolerance."""
     return INT8_ATOL if is_int8(model_id) else FP32_ATOL
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -138,8 +138,9 @@ class Lanes:
                 rows[i] = lane.run(inputs[i])
 
         futures = [self._pool.submit(work, lane) for lane in self.narrow[: len(inputs)]]
+        wait(futures)  # every lane stops before the pass ends, even when one of them failed
         for future in futures:
-            future.result()  # re-raises a lane's error once every lane has stopped
+            future.result()  # re-raises a lane's error
         return np.concatenate(rows)  # type: ignore[arg-type]
 
     def close(self) -> None:
