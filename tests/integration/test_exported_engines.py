@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,3 +189,29 @@ def test_export_command_refuses_torch_and_unknown_models(
     assert main([*argv, "nope"]) == 2
     assert "unknown model(s): nope" in capsys.readouterr().err
     assert not cache_dir.exists()
+
+
+def test_an_openvino_export_sends_no_telemetry(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO's converter reports usage to Google Analytics from a forked process unless stopped
+    (export.no_telemetry): any lookup of a host that is not this machine is written down (the file
+    outlives a fork) and refused."""
+    lookups = tmp_path / "lookups"
+    real = socket.getaddrinfo
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in ("localhost", "127.0.0.1", "::1", None):
+            with open(lookups, "a") as f:
+                f.write(f"{host}\n")
+            raise OSError("no network in this test")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path / "cache"))  # a fresh export, not the cached one
+    engine = create_engine(_entry(tiny_models, "dense", backend="openvino", quantize="int8"))
+    engine.close()
+    time.sleep(1.0)  # a forked sender would have looked its host up by now
+    for child in multiprocessing.active_children():
+        child.join(5)
+    assert not lookups.exists(), lookups.read_text()

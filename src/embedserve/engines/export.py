@@ -258,6 +258,9 @@ def quantize_onnx(source: Path, dest: Path) -> None:
 
 
 def convert_openvino(source: Path, dest: Path, int8: bool) -> None:
+    from embedserve.engines.runtimes import no_openvino_telemetry
+
+    no_openvino_telemetry()
     import openvino as ov
 
     model = ov.convert_model(str(source))

@@ -30,6 +30,7 @@ copies in all (one when ``streams`` is 1).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -78,10 +79,39 @@ class OnnxRuntime:
         return np.asarray(out, dtype=np.float32)
 
 
+class _NoTelemetry:
+    """openvino_telemetry's ``Telemetry`` interface, doing nothing (as OpenVINO's own stub)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _nothing(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    init = send_event = send_error = start_session = end_session = force_shutdown = send_stack_trace = _nothing
+
+
+def no_openvino_telemetry() -> None:
+    """Call before importing openvino or nncf. Importing ``openvino.tools.ovc`` (which ``import
+    openvino`` does), converting a model and compressing it with NNCF each report usage to Google
+    Analytics through ``openvino_telemetry``, from a forked process, unless a consent file in the
+    user's home says no; no variable turns it off. A server must not send traffic nobody asked
+    for (and with no network the forked sender hangs), so its ``Telemetry`` becomes a no-op."""
+    try:
+        import openvino_telemetry
+    except ImportError:
+        return
+    openvino_telemetry.Telemetry = _NoTelemetry
+    wrapper = sys.modules.get("nncf.telemetry.wrapper")  # nncf imported before this: its instance too
+    if wrapper is not None and hasattr(wrapper.telemetry, "_impl"):
+        wrapper.telemetry._impl = _NoTelemetry()
+
+
 class OpenVINORuntime:
     """An OpenVINO CPU compiled model on ``model.xml``, with dynamic batch and sequence axes."""
 
     def __init__(self, path: Path, threads: int) -> None:
+        no_openvino_telemetry()
         import openvino as ov
 
         core = ov.Core()
