@@ -187,8 +187,10 @@ class Batcher:
         self.batches = 0
         self.inputs_computed = 0
         self.running = 0  # units in forward passes now
+        self._in_pass = 0  # batch threads holding a batch now
         self._threads = [
-            threading.Thread(target=self._loop, name=f"batch-{model_id}-{i}", daemon=True) for i in range(limits.passes)
+            threading.Thread(target=self._loop, args=(i,), name=f"batch-{model_id}-{i}", daemon=True)
+            for i in range(limits.passes)
         ]
         for thread in self._threads:
             thread.start()
@@ -314,10 +316,13 @@ class Batcher:
             self._queue = deque(u for u in self._queue if id(u) not in taken and u.request.live)
         return batch
 
-    def _wait_for_batch(self) -> list[_Unit]:
+    def _wait_for_batch(self, index: int) -> list[_Unit]:
+        """The next batch for batch thread ``index``, which takes work only while threads 0 to
+        ``index - 1`` are all in a pass: a lone request always goes to thread 0, whose torch
+        threads are awake, and a second pass starts only when there is more work than one."""
         limits = self.limits
         with self._cond:
-            while not self._closed and not self._queue:
+            while not self._closed and (not self._queue or self._in_pass < index):
                 if not self._cond.wait(_IDLE_SECONDS if self._dirty else None):
                     return []  # a quiet spell after work: _loop releases memory
             if limits.max_wait_ms > 0:
@@ -329,13 +334,21 @@ class Batcher:
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
-            return [] if self._closed else self._take()
-
-    def _loop(self) -> None:
-        while not self._closed:
-            batch = self._wait_for_batch()
+            batch = [] if self._closed else self._take()
             if batch:
-                self._run(batch)
+                self._in_pass += 1
+                self._cond.notify_all()  # the next batch thread may take what is left
+            return batch
+
+    def _loop(self, index: int = 0) -> None:
+        while not self._closed:
+            batch = self._wait_for_batch(index)
+            if batch:
+                try:
+                    self._run(batch)
+                finally:
+                    with self._cond:
+                        self._in_pass -= 1
                 self._dirty = True
             elif self._dirty and not self._closed:
                 self._dirty = False
