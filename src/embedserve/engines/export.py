@@ -6,9 +6,10 @@ with dynamic batch and sequence axes, so the runtime's one output is what the to
 ``forward`` gives. Then, by backend and ``quantize``:
 
 * ``onnx``: ``model.onnx``; ``int8``: ONNX Runtime's dynamic quantization of it (uint8 weights,
-  per output channel; uint8 activations, their scale taken per batch). Per-channel weights keep
-  all-MiniLM-L6-v2 within the quality gate (SciFact subset nDCG@10 -0.32, STS -0.24) where one
-  scale per tensor missed it (-1.45 nDCG@10);
+  per output channel; uint8 activations, their scale taken per forward pass, which holds one input
+  since the runtimes never batch, see ``runtimes``). Per-channel weights keep all-MiniLM-L6-v2
+  within the quality gate (full SciFact nDCG@10 +0.60, STS +0.03) where one scale per tensor
+  missed it (-1.45 nDCG@10 on a subset);
 * ``openvino``: ``model.xml``/``.bin`` converted from the ONNX file; ``int8``: NNCF's int8 weight
   compression of it (activations stay fp32).
 

@@ -44,7 +44,7 @@ FloatArray = npt.NDArray[np.float32]
 
 
 def default_threads() -> int:
-    """The cores this process may run on: one forward pass at a time uses them all."""
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -139,7 +139,7 @@ class Lanes:
     """Runs each input alone: a pass of several inputs spread over ``streams`` narrow sessions
     side by side, a pass of one input on a wide session with all the threads (module docstring).
 
-    Used by one batch thread at a time (the batcher's device lock).
+    Used by one batch thread at a time (an exported engine's pass takes its device's whole gate).
     """
 
     def __init__(self, make: Callable[[int], Runtime], threads: int, streams: int) -> None:
