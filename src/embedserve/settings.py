@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     max_inputs: PositiveInt = Field(default=2048, description="inputs (or rerank documents) per request")
     max_input_chars: PositiveInt = Field(default=100_000, description="characters per input text")
     torch_threads: PositiveInt | None = Field(
-        default=None, description="torch intra-op threads; default: torch's own (the physical cores)"
+        default=None,
+        description="torch intra-op threads, shared by the torch passes running at once (batching.passes); "
+        "default: torch's own (the physical cores)",
     )
     cache_dir: Path | None = Field(
         default=None,
