@@ -9,6 +9,8 @@ import re
 
 import pytest
 
+from embedserve.engines.runtimes import no_openvino_telemetry
+
 # embedserve's own metadata: 'onnxruntime==1.32.0; extra == "onnx"', ...
 PINS = dict(
     match.groups()
@@ -20,6 +22,7 @@ PINS = dict(
 @pytest.mark.parametrize("dist", sorted(PINS))
 def test_engine_library_imports_at_its_pin(dist: str) -> None:
     assert PINS[dist] == importlib.metadata.version(dist)
+    no_openvino_telemetry()  # importing openvino (or nncf) would report usage to Google Analytics
     importlib.import_module({"onnxruntime": "onnxruntime", "openvino": "openvino", "onnx": "onnx"}.get(dist, dist))
 
 
