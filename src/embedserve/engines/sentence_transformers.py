@@ -33,6 +33,7 @@ from embedserve.engines.base import (
     SparseVector,
     TextEngine,
 )
+from embedserve.engines.first_token import first_token_last_layer
 from embedserve.engines.runtimes import Lanes
 from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 
@@ -231,6 +232,8 @@ class CrossEncoderEngine(_STModel, RerankEngine):
             raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
         self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
         self._use_backend(entry, "scores")
+        if self.runtime is None and first_token_last_layer(model[0].auto_model, model.tokenizer):
+            log.info("model %s: the last layer is computed for the first token only (all the head reads)", entry.id)
 
     def encode_pairs(
         self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
