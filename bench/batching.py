@@ -355,22 +355,9 @@ async def rss_growth(host: str, port: int, pid: int, queries: list[str], total: 
     cold = await idle_rss(process)
     per_request, concurrency = 32, 4
     payloads = bodies("sparse", queries, per_request)
-    # "before" is read once the server has run this load for a while: the first passes' working set
-    # (each batch thread's allocator arena, torch's thread pools, buffers) is not growth over the texts
-    warm = await run_load(
-        host,
-        port,
-        PATHS[("embedserve", "sparse")],
-        payloads,
-        concurrency=concurrency,
-        items_per_request=per_request,
-        seconds=10,
-        warmup=0,
-    )
-    before = await idle_rss(process)
-    sent = 0
-    while sent < total:
-        result = await run_load(
+
+    async def ten_seconds() -> LoadResult:  # of the load
+        return await run_load(
             host,
             port,
             PATHS[("embedserve", "sparse")],
@@ -380,7 +367,14 @@ async def rss_growth(host: str, port: int, pid: int, queries: list[str], total: 
             seconds=10,
             warmup=0,
         )
-        sent += result.items
+
+    # "before" is read once the server has run this load for a while: the first passes' working set
+    # (each batch thread's allocator arena, torch's thread pools, buffers) is not growth over the texts
+    warm = await ten_seconds()
+    before = await idle_rss(process)
+    sent = 0
+    while sent < total:
+        sent += (await ten_seconds()).items
     after = await idle_rss(process)
     return {
         "texts": sent,
