@@ -1,10 +1,21 @@
-"""Give freed heap memory back to the operating system once a model's queue goes quiet.
+"""Give freed heap memory back to the operating system once a model's queue goes quiet, and keep
+the loaded models' objects out of Python's garbage collector's full passes.
 
 A forward pass allocates its activations (for a SPLADE model, batch x length x 30,522 floats)
 and frees them when it ends; glibc keeps much of that freed memory in its arenas, so a
 server's RSS reflects its busiest moment long after. ``malloc_trim`` returns it. It walks the
 heap, so the batch threads call it only after a quiet spell, never between passes under load.
 Elsewhere than glibc this is a no-op.
+
+:func:`settle_heap` runs once start-up has loaded its models, after each later load, and after
+an unload. A server with its models loaded holds
+about 480,000 objects the collector tracks (torch, transformers, the models' modules; measured
+here with the default catalogue), and a full collection walks every one: 300 ms with the
+process's GIL held, so the event loop, ``/health`` included, stands still. Under load, requests'
+short-lived objects set off such a collection every few seconds. ``gc.freeze`` moves the objects
+alive now out of the collector's generations: later collections walk only what is newer.
+Reference counting still frees frozen objects; only garbage cycles among them wait for the next
+settle, which starts by unfreezing and collecting, so an unloaded model's cycles are freed.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 from collections.abc import Callable
 
@@ -35,3 +47,11 @@ def release_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def settle_heap() -> None:
+    """Collect every generation, then freeze the survivors (module docstring); takes one full
+    collection's time (about 300 ms with the default catalogue loaded)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -27,6 +27,7 @@ from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.gate import DeviceGate
+from embedserve.memory import settle_heap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,15 +67,16 @@ class ModelHandle:
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
 
-    async def load(self) -> None:
-        """Load the model unless it is ready; concurrent calls share one load."""
+    async def load(self, *, settle: bool = True) -> None:
+        """Load the model unless it is ready; concurrent calls share one load. ``settle``: settle
+        the heap after (:func:`~embedserve.memory.settle_heap`); start-up settles once after all."""
         if self.state is ModelState.READY:
             return
         if self._loading is None or self._loading.done():
-            self._loading = asyncio.create_task(self._load())
+            self._loading = asyncio.create_task(self._load(settle))
         await asyncio.shield(self._loading)
 
-    async def _load(self) -> None:
+    async def _load(self, settle: bool) -> None:
         self.state, self.error = ModelState.LOADING, None
         log.info("model %s: loading %s (%s)", self.id, self.entry.spec.name, self.entry.source.describe())
         started = time.perf_counter()
@@ -103,6 +105,8 @@ class ModelHandle:
             weight=1 if engine.shares_device else gate.capacity,
             prepare=engine.pass_threads,
         )
+        if settle:
+            settle_heap()
         self.load_seconds = time.perf_counter() - started
         self.state = ModelState.READY
         log.info("model %s: ready in %.1f s on %s", self.id, self.load_seconds, engine.device)
@@ -118,6 +122,8 @@ class ModelHandle:
             batcher.close()
         if engine is not None:
             await asyncio.to_thread(engine.close)
+        del engine, batcher
+        settle_heap()  # the model's garbage cycles were frozen with it
         log.info("model %s: unloaded", self.id)
 
     async def ready_engine(self) -> Engine:
@@ -225,7 +231,8 @@ class Registry:
 
     async def _preload_all(self, handles: list[ModelHandle]) -> None:
         for handle in handles:
-            await handle.load()
+            await handle.load(settle=False)
+        settle_heap()
         self.startup_complete = True
 
     async def wait_started(self) -> None:

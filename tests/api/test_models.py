@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+
 import httpx
 import pytest
+from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
 
@@ -53,8 +56,11 @@ async def test_lazy_model_loads_on_first_request(client: httpx.AsyncClient) -> N
     assert (await client.get("/api/v1/models/lazy-dense")).json()["state"] == "ready"
 
 
-async def test_unload_then_load(client: httpx.AsyncClient) -> None:
+async def test_unload_then_load(client: httpx.AsyncClient, app: FastAPI) -> None:
+    engine = weakref.ref(app.state.registry.models["tiny-sparse"].engine)
+    assert engine() is not None
     unloaded = await client.post("/api/v1/models/tiny-sparse/unload")
+    assert engine() is None  # nothing keeps the unloaded engine (and its weights) alive
     assert unloaded.status_code == 200 and unloaded.json()["state"] == "unloaded" and not unloaded.json()["loaded"]
     refused = await client.post("/api/v1/embed_sparse", json={"model": "tiny-sparse", "input": "x"})
     assert refused.status_code == 503

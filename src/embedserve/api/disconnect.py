@@ -5,6 +5,11 @@ would still have its texts computed. This ASGI middleware runs each HTTP request
 once the app has read the whole body, it listens on ``receive`` for ``http.disconnect`` and
 cancels the task if it comes before the response is complete. The batcher sees the
 cancellation and drops the request's queued inputs before they reach the model.
+
+Only POST requests carry work worth cancelling. The others (``/health``, ``/ready``,
+``/metrics``, model info) answer at once and pass straight through: the two tasks this takes
+would cost a probe two more turns of an event loop that may be busy handing out a finished
+pass's responses.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class CancelOnDisconnect:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         body_read = asyncio.Event()

@@ -111,7 +111,7 @@ class RemoteModelHandle(ModelHandle):
     async def refresh(self) -> None:
         self._report(await self.call("info"))
 
-    async def load(self) -> None:
+    async def load(self, *, settle: bool = True) -> None:  # the replica settles its own heap
         self._report(await self.call("load"))
 
     async def unload(self) -> None:
