@@ -11,6 +11,8 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
 * Infinity (its own venv, ``make bench-infinity``) under the same load, same texts, same client,
   for the tasks it serves (dense, rerank): at torch against embedserve at torch, and at its ONNX
   engine (``optimum``) against embedserve at its best engine (onnx-int8, the default catalogue's);
+  the two servers take turns on each load (the order flipped every other load), so a drift in the
+  machine's speed falls on both alike;
 * GET /health latency while embedserve is saturated (concurrency 128);
 * embedserve's RSS before and after 100,000 texts (a fresh server, after the second ceiling);
 * per engine (bench/engines.py): the in-process ceiling and served throughput of torch, onnx,
@@ -166,6 +168,44 @@ def ceilings(models: dict[str, Path], queries: list[str], docs: list[str], secon
         single.append((time.perf_counter() - t0) * 1000)
     out["dense/single_query_ms"] = {"p50_ms": round(float(np.percentile(single[20:], 50)), 2)}
     return out
+
+
+def single_query_side_by_side(
+    host: str, port: int, model_dir: Path, queries: list[str], n: int = 200
+) -> dict[str, Any]:
+    """One short query served (one request at a time on a kept-alive connection) and one in-process
+    ``encode`` of the same query, taking turns, so both see the same machine: p50 of each and the gap."""
+    import http.client
+
+    from sentence_transformers import SentenceTransformer
+
+    dense = SentenceTransformer(str(model_dir), device="cpu")
+    dense.max_seq_length = 256
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    served, local = [], []
+    try:
+        for i, query in enumerate(queries[: n + 20]):
+            body = json.dumps({"model": "dense", "input": query})
+            t0 = time.perf_counter()
+            connection.request("POST", "/v1/embeddings", body, {"content-type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            t1 = time.perf_counter()
+            dense.encode([query], show_progress_bar=False)
+            t2 = time.perf_counter()
+            assert response.status == 200, response.status
+            if i >= 20:  # warm-up
+                served.append((t1 - t0) * 1000)
+                local.append((t2 - t1) * 1000)
+    finally:
+        connection.close()
+    p50_served, p50_local = float(np.percentile(served, 50)), float(np.percentile(local, 50))
+    return {
+        "served_p50_ms": round(p50_served, 2),
+        "encode_p50_ms": round(p50_local, 2),
+        "gap_ms": round(p50_served - p50_local, 2),
+        "queries": len(served),
+    }
 
 
 def mean_ceiling(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -335,6 +375,18 @@ async def measure_loads(
     return rows
 
 
+def taking_turns(
+    servers: list[tuple[str, int, str, bool]], task: str, items: dict[str, list[Any]], seconds: float
+) -> list[dict[str, Any]]:
+    """Each load on each server (host, port, name, probe /health) in turn, the order flipped on
+    every other load, so a drift in the shared machine's speed falls on both servers alike."""
+    rows = []
+    for i, load in enumerate(LOADS):
+        for host, port, name, probe in servers if i % 2 == 0 else servers[::-1]:
+            rows += asyncio.run(measure_loads(host, port, name, task, items, seconds, probe, [load]))
+    return rows
+
+
 async def idle_rss(process: psutil.Process, settle: float = 3.0) -> float:
     """RSS (MiB) once the server is idle: the pass still running for a cancelled client has ended
     and the batch thread has given freed memory back (after 1 s quiet); the least of a few samples."""
@@ -416,7 +468,9 @@ def annotate(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> None:
             row["compared_with"] = ours
 
 
-def targets(rows: list[dict[str, Any]], ceiling: dict[str, Any], rss: dict[str, Any]) -> list[tuple[str, str, bool]]:
+def targets(
+    rows: list[dict[str, Any]], ceiling: dict[str, Any], rss: dict[str, Any], single: dict[str, Any]
+) -> list[tuple[str, str, bool]]:
     def row(server: str, task: str, c: int, n: int) -> dict[str, Any] | None:
         return next(
             (
@@ -442,9 +496,8 @@ def targets(rows: list[dict[str, Any]], ceiling: dict[str, Any], rss: dict[str, 
         out.append(
             ("dense, 32 texts/request, c=4: >= 0.9 x ceiling", f"{r['ratio_to_ceiling']}", r["ratio_to_ceiling"] >= 0.9)
         )
-    r = row("embedserve", "dense", 1, 1)
-    if r:
-        gap = r["p50_ms"] - ceiling["dense/single_query_ms"]["p50_ms"]
+    if single:  # measured side by side (single_query_side_by_side)
+        gap = single["gap_ms"]
         out.append(("dense, c=1 p50 within 5 ms of in-process encode", f"{gap:+.2f} ms", gap <= 5))
     for task in ("dense", "rerank"):
         for engine in ("infinity-torch", "infinity-optimum"):
@@ -546,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         ceiling_before = ceilings(models, queries, docs, args.ceiling_seconds)
         rows: list[dict[str, Any]] = []
         rss: dict[str, Any] = {}
+        single: dict[str, Any] = {}
         with running_server(catalogue(models, tmp / "models.yaml"), log_path=tmp / "embedserve.log") as server:
             host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
             with contextlib.ExitStack() as stack:
@@ -554,12 +608,14 @@ def main(argv: list[str] | None = None) -> int:
                     if use_infinity
                     else None
                 )
-                for task in tasks:  # embedserve and Infinity (torch) take turns on each task
-                    rows += asyncio.run(measure_loads(host, port, "embedserve", task, items, args.seconds, True))
+                if "dense" in tasks:
+                    print("one short query served and in-process, taking turns ...", flush=True)
+                    single = single_query_side_by_side(host, port, models["dense"], queries)
+                for task in tasks:  # embedserve and Infinity (torch) take turns on each load
+                    turns = [(host, port, "embedserve", True)]
                     if infinity and task != "sparse":
-                        rows += asyncio.run(
-                            measure_loads(*infinity, "infinity-torch", task, items, args.seconds, False)
-                        )
+                        turns.append((*infinity, "infinity-torch", False))
+                    rows += taking_turns(turns, task, items, args.seconds)
         # the machine is shared: the ceiling again after the served loads, and the ratios use the mean
         print("measuring the in-process ceiling again ...", flush=True)
         ceiling = mean_ceiling(ceiling_before, ceilings(models, queries, docs, args.ceiling_seconds))
@@ -575,20 +631,19 @@ def main(argv: list[str] | None = None) -> int:
             with running_server(best, log_path=tmp / f"embedserve-{BEST}.log") as server:
                 host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
                 for task in (t for t in tasks if t != "sparse"):  # one process per model (see infinity_server)
-                    ours = f"embedserve-{BEST}"
-                    rows += asyncio.run(measure_loads(host, port, ours, task, items, args.seconds, False))
                     log = tmp / f"infinity-optimum-{task}.log"
                     with infinity_server({task: onnx_models[task]}, "optimum", log) as infinity_onnx:
-                        rows += asyncio.run(
-                            measure_loads(*infinity_onnx, "infinity-optimum", task, items, args.seconds, False)
-                        )
+                        turns = [(host, port, f"embedserve-{BEST}", False)]
+                        turns.append((*infinity_onnx, "infinity-optimum", False))
+                        rows += taking_turns(turns, task, items, args.seconds)
     annotate(rows, ceiling)
-    checks = targets(rows, ceiling, rss)
+    checks = targets(rows, ceiling, rss, single)
     print_table(rows, ceiling, checks)
     report = {
         "ceiling": ceiling,
         "rows": rows,
         "rss": rss,
+        "single_query": single,
         "targets": [{"target": name, "value": value, "met": ok} for name, value, ok in checks],
         "engines": engine_report(args, items),
     }
