@@ -12,7 +12,8 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
   for the tasks it serves (dense, rerank): at torch against embedserve at torch, and at its ONNX
   engine (``optimum``) against embedserve at its best engine (onnx-int8, the default catalogue's);
   the two servers take turns on each load (the order flipped every other load), so a drift in the
-  machine's speed falls on both alike;
+  machine's speed falls on both alike, and each load starts once the CPUs are quiet (a server may
+  still be computing what the last load left behind);
 * GET /health latency while embedserve is saturated (concurrency 128);
 * embedserve's RSS before and after 100,000 texts (a fresh server, after the second ceiling);
 * per engine (bench/engines.py): the in-process ceiling and served throughput of torch, onnx,
@@ -332,6 +333,18 @@ PATHS = {
 }
 
 
+def quiet_machine(busy: float = 25.0, limit: float = 90.0) -> None:
+    """Wait (at most ``limit`` seconds) until the machine's CPUs are less than ``busy`` % used: a
+    server may still be computing the requests a load left behind (Infinity finishes the queued
+    requests of clients that went away), and that work must not fall into the next load's window."""
+    started = time.monotonic()
+    while psutil.cpu_percent(interval=0.5) >= busy and time.monotonic() - started < limit:
+        pass
+    waited = time.monotonic() - started
+    if waited > 5:
+        print(f"  (waited {waited:.0f} s for the machine to go quiet)", flush=True)
+
+
 async def measure_loads(
     host: str,
     port: int,
@@ -344,6 +357,7 @@ async def measure_loads(
 ) -> list[dict[str, Any]]:
     rows = []
     for concurrency, per_request in loads:
+        quiet_machine()
         source = items["pairs"] if task == "rerank" else items["queries" if per_request == 1 else "documents"]
         payloads = bodies(task, source, per_request)
         health: list[float] = []
