@@ -175,11 +175,13 @@ async def embed_sparse(
 ) -> SparseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    resolved = resolve_prompt(spec, prompt, prompt_name)
-
     engine = await handle.ready_engine()
     assert isinstance(engine, SparseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
+    # a side of a Router model (query, document) may be named without a prompt of that name
+    side_only = prompt_name in engine.tasks and prompt_name not in spec.prompts
+    resolved = resolve_prompt(spec, prompt, None if side_only else prompt_name)
+    task = prompt_name or spec.default_prompt
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction, task=task))
     tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
     vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
     terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None

@@ -7,6 +7,7 @@ importing the API layer never pulls in torch.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import DenseEngine, Engine, RerankEngine, SparseEngine, SparseVector
@@ -36,9 +37,21 @@ def passive_omp_threads() -> None:
 def create_engine(entry: CatalogEntry) -> Engine:
     """Load the model of ``entry`` (blocking) and return its engine."""
     passive_omp_threads()
+    from embedserve import families
     from embedserve.engines import sentence_transformers as st
 
     spec = entry.spec
+    family = families.detect(entry)
+    if family is not None:
+        families.check_engine(entry, family)
+        if family.key == "static" and spec.type == "embeddings":
+            from embedserve.engines.static import StaticDenseEngine
+
+            return StaticDenseEngine(entry, families.local_directory(entry) or Path(entry.source.location))
+        if family.key == "inference-free-splade" and spec.type == "sparse-embeddings":
+            from embedserve.engines.routed import RoutedSparseEngine
+
+            return RoutedSparseEngine(entry)
     if spec.type == "embeddings":
         return st.STDenseEngine(entry)
     if spec.type == "sparse-embeddings":
