@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from embedserve import __version__
-from embedserve.catalog import Catalog, load_catalog, resolve_source
+from embedserve.catalog import Catalog, CatalogEntry, load_catalog, resolve_source
 from embedserve.errors import CatalogError
 from embedserve.settings import Settings
 
@@ -182,20 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
+    from embedserve.families import detect
+
+    rows = [("ID", "TYPE", "FAMILY", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
+        family = "-"
         try:
             source = resolve_source(spec.name, base)
             kind, status = source.describe(), "yes"
             if source.kind == "hub":
                 status = "cached" if _hub_cached(source.location, spec.revision) else "needs hub access"
+            found = detect(CatalogEntry(entry.id, spec, source))
+            family = found.name if found else "-"
         except ValueError as exc:
             kind, status = "-", f"no: {exc}"
         rows.append(
             (
                 entry.id,
                 spec.type,
+                family,
                 spec.engine_name,
                 spec.backend + ("-int8" if spec.quantize == "int8" else ""),
                 "yes" if spec.trust_remote_code else "no",

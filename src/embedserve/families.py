@@ -54,7 +54,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("bert", "embeddings", "BERT (CLS or mean pooling)", _ALL, "all-MiniLM-L6-v2, bge-small-en-v1.5, e5"),
     Family("xlm-roberta", "embeddings", "XLM-RoBERTa", _ALL, "multilingual-e5, bge-m3 (dense)"),
     Family("distilbert", "embeddings", "DistilBERT", _ALL, "msmarco-distilbert, multi-qa-distilbert"),
-    Family("modernbert", "embeddings", "ModernBERT", _ALL, "gte-modernbert, nomic-embed-text-v2 (moe: no)"),
+    Family("modernbert", "embeddings", "ModernBERT", _ALL, "gte-modernbert-base"),
     Family(
         "qwen3",
         "embeddings",
@@ -79,7 +79,7 @@ FAMILIES: tuple[Family, ...] = (
         "a lookup and a mean: no network to export, and it is faster than any forward pass",
     ),
     Family("bert", "sparse-embeddings", "BERT SPLADE", _ALL, "splade-v3, SPLADE-tiny"),
-    Family("distilbert", "sparse-embeddings", "DistilBERT SPLADE", _ALL, "splade-v3-distilbert, splade-cocondenser"),
+    Family("distilbert", "sparse-embeddings", "DistilBERT SPLADE", _ALL, "splade-v3-distilbert, splade_v2_distil"),
     Family(
         "inference-free-splade",
         "sparse-embeddings",
@@ -89,7 +89,7 @@ FAMILIES: tuple[Family, ...] = (
         "the export holds one pipeline; a Router has two",
     ),
     Family("bert", "rerank", "BERT cross-encoder", _ALL, "ms-marco-MiniLM-L6-v2, bge-reranker-base"),
-    Family("xlm-roberta", "rerank", "XLM-RoBERTa cross-encoder", _ALL, "bge-reranker-v2-m3, jina-reranker-v2"),
+    Family("xlm-roberta", "rerank", "XLM-RoBERTa cross-encoder", _ALL, "bge-reranker-v2-m3"),
     Family("modernbert", "rerank", "ModernBERT cross-encoder", _ALL, "gte-reranker-modernbert-base"),
 )
 
