@@ -426,6 +426,26 @@ BUILDERS: dict[str, Callable[[Path], TinyModel]] = {
 }
 
 
+# each test model's family key (its row, with the model's type, in embedserve.families.FAMILIES)
+FAMILY_OF = {
+    "dense-bert-cls": "bert",
+    "dense-bert-mean": "bert",
+    "dense-xlmr": "xlm-roberta",
+    "dense-distilbert": "distilbert",
+    "dense-modernbert": "modernbert",
+    "dense-qwen3": "qwen3",
+    "dense-gemma3": "gemma3",
+    "dense-static": "static",
+    "dense-model2vec": "static",
+    "sparse-bert": "bert",
+    "sparse-distilbert": "distilbert",
+    "sparse-inference-free": "inference-free-splade",
+    "rerank-bert": "bert",
+    "rerank-xlmr": "xlm-roberta",
+    "rerank-modernbert": "modernbert",
+}
+
+
 def build_family_models(root: Path, seed: int = 0) -> dict[str, TinyModel]:
     """Every model of :data:`BUILDERS` under ``root``."""
     import torch

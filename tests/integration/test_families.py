@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.engines import INT8_ATOL
-from helpers.family_models import TinyModel
+from helpers.family_models import FAMILY_OF, TinyModel
 from helpers.server import ROOT
 
 from embedserve import families
@@ -31,24 +31,6 @@ TEXTS = [
     "b c d",
 ]
 QUERY = "what is a heart attack"
-# each test model's family key (its row, with the model's type, in families.FAMILIES)
-FAMILY_OF = {
-    "dense-bert-cls": "bert",
-    "dense-bert-mean": "bert",
-    "dense-xlmr": "xlm-roberta",
-    "dense-distilbert": "distilbert",
-    "dense-modernbert": "modernbert",
-    "dense-qwen3": "qwen3",
-    "dense-gemma3": "gemma3",
-    "dense-static": "static",
-    "dense-model2vec": "static",
-    "sparse-bert": "bert",
-    "sparse-distilbert": "distilbert",
-    "sparse-inference-free": "inference-free-splade",
-    "rerank-bert": "bert",
-    "rerank-xlmr": "xlm-roberta",
-    "rerank-modernbert": "modernbert",
-}
 FP32_COSINE = 0.9999
 FP32_ATOL = 1e-4
 INT8_COSINE = 0.97  # the least cosine the default catalogue's int8 models are held to (helpers.engines)
