@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import (
@@ -101,14 +102,18 @@ def _choice_cap(waiting: int) -> int:
     return waiting if waiting <= _TAKE_ALL_UP_TO else max(_TAKE_ALL_UP_TO, math.ceil(waiting * _SHARE))
 
 
+_SPEC = BatchingSpec.model_fields  # the catalogue's defaults are the ones below
+
+
 @dataclass(frozen=True)
 class BatchLimits:
-    """Per-model batching limits (models.yaml: ``batching:``)."""
+    """Per-model batching limits (models.yaml: ``batching:``); the registry fills in the engine's
+    defaults where the catalogue sets none, so these defaults serve tests and direct use."""
 
-    max_batch_size: int = 32
-    max_batch_tokens: int = 16384
-    max_wait_ms: float = 2.0
-    max_queue: int = 8192
+    max_batch_size: int = default_batch_size("torch")
+    max_batch_tokens: int = default_batch_tokens("cuda")
+    max_wait_ms: float = _SPEC["max_wait_ms"].default
+    max_queue: int = _SPEC["max_queue"].default
     passes: int = 1
 
 

@@ -36,6 +36,8 @@ ObserverFactory = Callable[[str], Observer]  # model id → what its batch threa
 
 
 class ModelState(str, Enum):
+    """A model's state; the one list of them (``/metrics``, the API schemas and the Ray ingress use it)."""
+
     NOT_LOADED = "not_loaded"
     LOADING = "loading"
     READY = "ready"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from embedserve.quantization import Precision
+from embedserve.registry import ModelState
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
@@ -247,7 +248,7 @@ class ModelInfo(BaseModel):
     quantize: Literal["none", "int8"]
     source: str
     loaded: bool
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     device: str
     dimension: int | None
@@ -284,7 +285,7 @@ class Health(BaseModel):
 
 
 class ModelReadiness(BaseModel):
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     preload: bool
 
