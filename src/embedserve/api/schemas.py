@@ -224,8 +224,8 @@ class RerankResponse(BaseModel):
 class BatchingInfo(BaseModel):
     """The model's dynamic batching limits (models.yaml ``batching:``)."""
 
-    max_batch_size: int
-    max_batch_tokens: int | None  # None until the model is loaded (then set by its device)
+    max_batch_size: int | None  # None until the model is loaded (then its engine's default)
+    max_batch_tokens: int | None  # None until the model is loaded (then its engine's default)
     max_wait_ms: float
     max_queue: int
     passes: int | None  # forward passes side by side; None until the model is loaded (set by its engine)
