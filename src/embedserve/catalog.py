@@ -11,6 +11,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
                                       # "Choosing an engine"); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
+        dtype: float32                # float32 | float16 | bfloat16: the weights' and activations' type
+                                      # on backend torch (float16 needs a GPU; bfloat16 runs anywhere)
         threads: <n>                  # onnx/openvino: threads in all (default: the cores)
         streams: <n>                  # onnx/openvino: inputs run side by side (default: threads);
                                       # see engines/runtimes.py
@@ -70,6 +72,7 @@ from embedserve.errors import CatalogError
 ModelType = Literal["embeddings", "sparse-embeddings", "rerank"]
 Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
+Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {
     "embeddings": ("sentence-transformers",),
@@ -138,6 +141,7 @@ class ModelSpec(BaseModel):
     device: str = "auto"
     backend: Backend = "torch"
     quantize: Quantize = "none"
+    dtype: Dtype = "float32"
     threads: PositiveInt | None = None
     streams: PositiveInt | None = None
     max_length: PositiveInt | None = None
@@ -169,6 +173,12 @@ class ModelSpec(BaseModel):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.quantize != "none" and self.backend == "torch":
             raise ValueError(f"quantize: {self.quantize} needs backend onnx or openvino; backend torch runs fp32")
+        if self.dtype != "float32" and self.backend != "torch":
+            raise ValueError(
+                f"dtype: {self.dtype} needs backend torch; onnx and openvino run float32 (or quantize: int8)"
+            )
+        if self.dtype == "float16" and self.device == "cpu":
+            raise ValueError("dtype: float16 needs a GPU (many CPU operators lack it); on the CPU use bfloat16")
         if self.backend != "torch" and self.device not in ("auto", "cpu"):
             raise ValueError(f"backend: {self.backend} runs on the CPU; device '{self.device}' needs backend torch")
         if self.threads is not None and self.backend == "torch":

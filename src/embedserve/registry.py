@@ -175,6 +175,7 @@ class ModelHandle:
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,
+            "dtype": spec.dtype,
             "source": self.entry.source.kind,
             "loaded": self.state is ModelState.READY,
             "state": self.state.value,

@@ -246,6 +246,7 @@ class ModelInfo(BaseModel):
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]
+    dtype: Literal["float32", "float16", "bfloat16"]
     source: str
     loaded: bool
     state: ModelState

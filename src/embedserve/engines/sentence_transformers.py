@@ -58,11 +58,16 @@ def resolve_device(device: str) -> str:
 
 def _load_kwargs(entry: CatalogEntry) -> dict[str, Any]:
     spec = entry.spec
+    device = resolve_device(spec.device) if spec.backend == "torch" else "cpu"
     kwargs: dict[str, Any] = {
         # onnx/openvino: the torch model is only exported (on the CPU), then dropped
-        "device": resolve_device(spec.device) if spec.backend == "torch" else "cpu",
+        "device": device,
         "trust_remote_code": spec.trust_remote_code,
     }
+    if spec.dtype != "float32":
+        if spec.dtype == "float16" and device == "cpu":
+            raise ValueError("dtype: float16 needs a GPU and this machine has none; use bfloat16 on the CPU")
+        kwargs["model_kwargs"] = {"dtype": getattr(torch, spec.dtype)}
     if spec.revision is not None and entry.source.kind == "hub":
         kwargs["revision"] = spec.revision
     return kwargs
