@@ -157,12 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _eval(args)
     try:
         settings = _settings(args)
-        if settings.cache_dir is not None:  # where engines/export.py looks
-            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         if args.command == "models":
             return _models(load_catalog(settings.config, check_sources=False))
         if args.command == "export":
-            return _export(load_catalog(settings.config), args.models)
+            return _export(load_catalog(settings.config), args.models, settings)
         if args.command == "ray-config":
             return _ray_config(settings, load_catalog(settings.config, check_sources=False))
         if args.address is not None and not args.ray:
@@ -210,7 +208,7 @@ def _models(catalog: Catalog) -> int:
     return 0
 
 
-def _export(catalog: Catalog, wanted: list[str]) -> int:
+def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     unknown = [m for m in wanted if m not in catalog.entries]
     if unknown:
         return _fail(f"unknown model(s): {', '.join(unknown)}; the catalogue has: {', '.join(catalog.ids())}")
@@ -221,14 +219,14 @@ def _export(catalog: Catalog, wanted: list[str]) -> int:
     if not entries:
         print("no model in the catalogue uses backend onnx or openvino: nothing to export")
         return 0
-    from embedserve.engines import create_engine
+    from embedserve.engines import EngineOptions, create_engine
 
     logging.basicConfig(level="INFO", format="%(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     failed = 0
     for entry in entries:
         try:
-            create_engine(entry).close()
+            create_engine(entry, EngineOptions.from_settings(settings)).close()
         except Exception as exc:
             failed += 1
             print(f"embedserve: error: model '{entry.id}': {type(exc).__name__}: {exc}", file=sys.stderr)
