@@ -29,8 +29,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
                                       # (at most one per type; else the first of the type)
         batching:                     # dynamic batching limits (see batching.py)
           max_batch_size: 32          # inputs per forward pass (default: 32 on torch, 8 on onnx/openvino)
-          max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else,
-                                      # 8192 on onnx/openvino, which never pad)
+          max_batch_tokens: 1024      # tokens per forward pass, padded on torch (default: 1024 on CPU,
+                                      # 16384 else; 8192 on onnx/openvino, which never pad)
           max_wait_ms: 2              # wait for requests being tokenized when the queue is short
           max_queue: 8192             # queued inputs; past it, 429 with Retry-After
           passes: 2                   # forward passes side by side (default: 2 on torch on a CPU
@@ -87,8 +87,8 @@ class BatchingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch_size: PositiveInt | None = None  # None: by backend, see batching.default_batch_size
-    max_batch_tokens: PositiveInt | None = None  # None: by device, see batching.default_batch_tokens
+    max_batch_size: PositiveInt | None = None  # None: the engine's (Engine.max_batch_size)
+    max_batch_tokens: PositiveInt | None = None  # None: the engine's (Engine.max_batch_tokens)
     passes: PositiveInt | None = None  # None: the engine's own, see Engine.passes
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_queue: PositiveInt = 8192
