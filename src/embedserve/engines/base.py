@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
+from embedserve.model_settings import ModelConfig
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -56,7 +57,8 @@ class Engine(ABC):
 
     tokenizer: TextTokenizer
     max_length: int
-    dimension: int | None = None
+    dimension: int | None = None  # the full output width (a default ``dimensions`` may serve fewer)
+    own_settings: ModelConfig | None = None  # the model's own configuration, as its library read it
     device: str = "cpu"
     passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
     shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
