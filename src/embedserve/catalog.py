@@ -8,8 +8,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         type: embeddings | sparse-embeddings | rerank
         engine: sentence-transformers | cross-encoder | similarity
         device: auto | cpu | cuda | cuda:N | mps
-        backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
-                                      # "Choosing an engine"); onnx/openvino export on first load, CPU only
+        backend: torch                # torch | onnx | openvino: what runs the forward pass
+                                      # (docs/engines.md); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
         threads: <n>                  # onnx/openvino: threads in all (default: the cores)
         streams: <n>                  # onnx/openvino: inputs run side by side (default: threads);
