@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import typing
 from pathlib import Path
 
 import pytest
@@ -141,20 +142,39 @@ def test_the_settings_page_uses_the_generator() -> None:
     assert "<!-- cli-help: serve -->" in _text(DOCS / "settings.md")
 
 
+def _sample(name: str) -> str:
+    """A value for setting ``name`` that is not its default, as a flag would be given it."""
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True, validated_data={})
+    annotation = field.annotation
+    choices = [c for c in typing.get_args(annotation) if isinstance(c, str)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return next(c for c in choices if c != default)
+    if default is None or isinstance(default, (Path, str)) or name.endswith(("_dir", "_file")):
+        return {"host": "0.0.0.0", "port": "8001"}.get(name, "/tmp/embedserve-flag-test")
+    if isinstance(default, list):
+        return "http://a,http://b"
+    if isinstance(default, (int, float)):
+        return str(default + 1)
+    raise AssertionError(f"no sample value for setting {name}: add one here")
+
+
 def test_every_serve_flag_reaches_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's help says each flag sets a setting: parse each one and check that it does."""
     for name in Settings.model_fields:
         monkeypatch.delenv(f"EMBEDSERVE_{name.upper()}", raising=False)
-    values = {"config": "other.yaml", "host": "0.0.0.0", "port": "8001", "log_level": "debug", "log_format": "json"}
-    values |= {"cache_dir": "/tmp/x", "cors_origins": "http://a,http://b"}
-    flags = hook("settings_table").serve_flags()
-    assert set(flags) >= {"config", "host", "port", "lazy", "playground", "cache_dir", "api_keys_file"}
-    for name, options in flags.items():
+    actions = {a.dest: a for a in hook("settings_table")._subparser("serve")._actions if a.option_strings}
+    flagged = [name for name in actions if name in Settings.model_fields]
+    assert set(flagged) >= {"config", "host", "port", "lazy", "playground", "cache_dir", "api_keys_file"}
+    for name in flagged:
         if name == "api_keys_file":
-            continue  # needs a real file: tests/unit/test_settings_production.py
-        argv = ["serve", options[0], values[name]] if name in values else ["serve", options[-1]]
+            continue  # read at once, so it needs a real file: tests/unit/test_settings_production.py
+        action = actions[name]
+        argv = ["serve", action.option_strings[-1]] if action.nargs == 0 else ["serve", action.option_strings[0]]
+        argv += [] if action.nargs == 0 else [_sample(name)]
         got = getattr(_settings(_parser().parse_args(argv)), name)
-        assert got != Settings.model_fields[name].get_default(call_default_factory=True), f"{argv} did not set {name}"
+        default = Settings.model_fields[name].get_default(call_default_factory=True, validated_data={})
+        assert got != default, f"{argv} did not set {name}"
 
 
 def test_serve_help_names_every_setting() -> None:
