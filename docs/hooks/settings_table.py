@@ -9,6 +9,7 @@ description stops the build.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import types
 import typing
@@ -20,15 +21,21 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from embedserve.cli import _parser
-from embedserve.settings import Settings
+from embedserve import cli, settings
 
 TABLE_MARKER = "<!-- settings-table -->"
 CLI_MARKER = re.compile(r"<!-- cli-help: ?([a-z-]*) -->")
 
 
-def env_var(name: str, model: type[BaseSettings] = Settings) -> str:
+def on_pre_build(**_: Any) -> None:
+    """MkDocs event: ``make docs`` rebuilds when src/ changes; read the settings and the CLI afresh."""
+    importlib.reload(settings)
+    importlib.reload(cli)
+
+
+def env_var(name: str, model: type[BaseSettings] | None = None) -> str:
     """The environment variable that sets field ``name``."""
+    model = model or settings.Settings
     return f"{model.model_config.get('env_prefix', '')}{name}".upper()
 
 
@@ -36,13 +43,13 @@ def serve_flags() -> dict[str, list[str]]:
     """``embedserve serve``'s flags per Settings field they set (argparse's ``dest`` is the field name)."""
     flags: dict[str, list[str]] = {}
     for action in _subparser("serve")._actions:
-        if action.dest in Settings.model_fields and action.option_strings:
+        if action.dest in settings.Settings.model_fields and action.option_strings:
             flags[action.dest] = list(action.option_strings)
     return flags
 
 
 def _subparser(command: str) -> argparse.ArgumentParser:
-    parser = _parser()
+    parser = cli._parser()
     if not command:
         return parser
     for action in parser._actions:
@@ -104,8 +111,10 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def settings_rows(model: type[BaseSettings] = Settings) -> list[dict[str, str]]:
-    """One row per field of ``model``, in its order; a field without a description is an error."""
+def settings_rows(model: type[BaseSettings] | None = None) -> list[dict[str, str]]:
+    """One row per field of ``model`` (default: Settings), in its order; a field without a description
+    is an error."""
+    model = model or settings.Settings
     flags = serve_flags()
     rows = []
     for name, field in model.model_fields.items():
