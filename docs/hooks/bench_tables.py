@@ -180,7 +180,7 @@ def eval_scifact_run(results: Path) -> str:
 
 
 def figures(results: Path) -> str:
-    """One-line figures: STS through the API, start-up time and memory, a few A/B runs."""
+    """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
     rows = []
     sts = load(results, "sts")
     rows.append(
@@ -191,7 +191,7 @@ def figures(results: Path) -> str:
         ]
     )
     start = load(results, "startup")
-    state = "venv installed, exports cached" if start["venv_was_installed"] else "fresh clone"
+    state = "venv already installed" if start["venv_was_installed"] else "fresh clone: creates the venv and installs"
     rows.append([f"`make run` to ready ({state})", f"{start['seconds_to_ready']:.1f} s", "`bench/startup.py`"])
     rows.append(
         [
@@ -214,15 +214,6 @@ def figures(results: Path) -> str:
     passes = load(results, "passes")["ratio_passes2_to_passes1"]
     ratios = ", ".join(f"c={c}: {r:.2f}{TIMES}" for c, r in passes.items())
     rows.append(["torch `passes: 2` against `passes: 1`, served queries/s", ratios, "`bench/passes.py`"])
-    health = load(results, "health-baseline")["median"]
-    a, b = health["baseline"], health["this"]
-    rows.append(
-        [
-            f"`/health` p99 while saturated (c={load(results, 'health-baseline')['concurrency']}), baseline → this",
-            f"{a['health_p99_ms']:.1f} → {b['health_p99_ms']:.1f} ms",
-            "`bench/health.py`",
-        ]
-    )
     middleware = load(results, "middleware")["results"]
     added = ", ".join(f"{k}: +{v['added_us']:.0f} µs" for k, v in middleware.items())
     rows.append(["the middleware stack's cost per request", added, "`bench/middleware.py`"])
