@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from embedserve import context
-from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_size, default_batch_tokens
+from embedserve.batching import Batcher, BatchLimits, Observer
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
@@ -36,6 +36,8 @@ ObserverFactory = Callable[[str], Observer]  # model id → what its batch threa
 
 
 class ModelState(str, Enum):
+    """A model's state; the one list of them (``/metrics``, the API schemas and the Ray ingress use it)."""
+
     NOT_LOADED = "not_loaded"
     LOADING = "loading"
     READY = "ready"
@@ -87,9 +89,9 @@ class ModelHandle:
             log.error("model %s: failed to load: %s", self.id, self.error)
             return
         spec = self.entry.spec.batching
-        limits = BatchLimits(
-            max_batch_size=self._configured_batching()["max_batch_size"],
-            max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device, self.entry.spec.backend),
+        limits = BatchLimits(  # the catalogue's, else what the engine declares
+            max_batch_size=spec.max_batch_size or engine.max_batch_size,
+            max_batch_tokens=spec.max_batch_tokens or engine.max_batch_tokens,
             max_wait_ms=spec.max_wait_ms,
             max_queue=spec.max_queue,
             passes=spec.passes or engine.passes,
@@ -104,6 +106,7 @@ class ModelHandle:
             self._observer,
             weight=1 if engine.shares_device else gate.capacity,
             prepare=engine.pass_threads,
+            padded=engine.is_padded,
         )
         if settle:
             settle_heap()
@@ -162,13 +165,6 @@ class ModelHandle:
             raise ModelUnavailable(f"model '{self.id}' was unloaded while this request waited", param="model")
         return self.batcher
 
-    def _configured_batching(self) -> dict[str, Any]:
-        """The catalogue's limits, with the backend's default batch size where it sets none."""
-        spec = self.entry.spec
-        limits = spec.batching.model_dump()
-        limits["max_batch_size"] = limits["max_batch_size"] or default_batch_size(spec.backend)
-        return limits
-
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
         engine = self.engine
@@ -179,6 +175,7 @@ class ModelHandle:
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,
+            "dtype": spec.dtype,
             "source": self.entry.source.kind,
             "loaded": self.state is ModelState.READY,
             "state": self.state.value,
@@ -191,7 +188,8 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
-            "batching": asdict(self.batcher.limits) if self.batcher else self._configured_batching(),
+            # before the load, the catalogue's limits: the engine fills in the rest when it loads
+            "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
         }

@@ -21,15 +21,23 @@ from embedserve.engines.base import Side as Side  # re-exported for the API laye
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
+from embedserve.settings import Settings
+
+_SETTINGS = Settings.model_fields  # the defaults below are the settings' own
 
 
 @dataclass(frozen=True)
 class Limits:
     """Server-wide request limits (a model's ``max_inputs`` overrides ``max_inputs`` and ``max_documents``)."""
 
-    max_inputs: int = 2048
-    max_input_chars: int = 100_000
-    max_documents: int = 1000  # documents per rerank request
+    max_inputs: int = _SETTINGS["max_inputs"].default
+    max_input_chars: int = _SETTINGS["max_input_chars"].default
+    max_documents: int = _SETTINGS["max_documents"].default  # documents per rerank request
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits ``settings`` set."""
+        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents)
 
 
 def check_texts(
@@ -109,6 +117,8 @@ def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
 
 @dataclass(frozen=True)
 class EmbedOptions:
+    """How :func:`embed` computes and returns dense vectors (a dialect maps its wire fields here)."""
+
     normalize: bool | None = None
     prompt: str | None = None
     prompt_name: str | None = None
@@ -160,29 +170,33 @@ class SparseResult:
     terms: list[list[str]] | None
 
 
+@dataclass(frozen=True)
+class SparseOptions:
+    """How :func:`embed_sparse` computes and returns sparse vectors."""
+
+    prompt: str | None = None
+    prompt_name: str | None = None
+    top_k: int | None = None  # keep the k largest weights of each vector
+    return_tokens: bool = False  # also the vocabulary token of each index
+    truncate: bool = True
+    truncation_direction: Side = "right"
+
+
 async def embed_sparse(
-    handle: ModelHandle,
-    texts: Sequence[str],
-    *,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    return_tokens: bool = False,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    limits: Limits,
-    param: str = "input",
+    handle: ModelHandle, texts: Sequence[str], options: SparseOptions, limits: Limits, param: str = "input"
 ) -> SparseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    resolved = resolve_prompt(spec, prompt, prompt_name)
+    resolved = resolve_prompt(spec, options.prompt, options.prompt_name)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, SparseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
-    tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
-    vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
-    terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction))
+    tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
+    vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
+    terms = None
+    if options.return_tokens:
+        terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors])
     return SparseResult(vectors, tokens, terms)
 
 
@@ -200,21 +214,26 @@ class RerankResult:
     tokens: int
 
 
+@dataclass(frozen=True)
+class RerankOptions:
+    """How :func:`rerank` scores and orders documents."""
+
+    top_n: int | None = None  # return only the n best
+    truncate: bool = True
+    truncation_direction: Side = "right"
+    max_tokens_per_doc: int | None = None  # cut each document to this many tokens (special tokens included)
+    raw_scores: bool = False  # the model's scores before its activation
+
+
 async def rerank(
     handle: ModelHandle,
     query: str,
     documents: Sequence[str],
-    *,
-    top_n: int | None = None,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    max_tokens_per_doc: int | None = None,
-    raw_scores: bool = False,
+    options: RerankOptions,
     limits: Limits,
     param: str = "documents",
 ) -> RerankResult:
-    """``max_tokens_per_doc`` cuts each document to that many tokens (special tokens included)
-    before scoring; ``raw_scores`` asks for the model's scores before its activation."""
+    """The documents ordered by their score against ``query``, most relevant first."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
@@ -222,19 +241,19 @@ async def rerank(
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
     prepared = await handle.tokenize(
-        lambda: engine.encode_pairs(query, documents, truncation_direction, max_tokens_per_doc)
+        lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc)
     )
     n_query = prepared.query_units
 
     def where(i: int) -> str:
         return "query" if i < n_query else f"{param}[{i - n_query}]"
 
-    tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
+    tokens = used_tokens(prepared.units, engine.max_length, options.truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
     # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
-    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, raw_scores)
+    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-    return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+    return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
 
 
 async def embed_types(

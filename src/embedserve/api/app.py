@@ -48,11 +48,7 @@ def create_app(
             )
         metrics.watch(lambda: registry.models)
         app.state.registry = registry
-        app.state.limits = Limits(
-            max_inputs=settings.max_inputs,
-            max_input_chars=settings.max_input_chars,
-            max_documents=settings.max_documents,
-        )
+        app.state.limits = Limits.from_settings(settings)
         registry.start(lazy=settings.lazy)
         try:
             yield

@@ -77,7 +77,7 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
     """Cohere's v1 rerank; also Jina's (``model`` and ``usage`` are in the response)."""
     handle = registry.for_task(body.model, "rerank")
     texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-    result = await tasks.rerank(handle, body.query, texts, top_n=body.top_n, limits=limits)
+    result = await tasks.rerank(handle, body.query, texts, tasks.RerankOptions(top_n=body.top_n), limits)
     results = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "relevance_score": np.float32(result.scores[i])}
@@ -100,9 +100,8 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
 async def rerank_v2(body: RerankV2Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
     """Cohere's v2 rerank: string documents, ``max_tokens_per_doc``, results without documents."""
     handle = registry.for_task(body.model, "rerank")
-    result = await tasks.rerank(
-        handle, body.query, body.documents, top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc, limits=limits
-    )
+    options = tasks.RerankOptions(top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc)
+    result = await tasks.rerank(handle, body.query, body.documents, options, limits)
     results = [{"index": i, "relevance_score": np.float32(result.scores[i])} for i in result.order]
     return FastJSONResponse(
         {

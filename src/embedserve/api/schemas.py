@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from embedserve.quantization import Precision
+from embedserve.registry import ModelState
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
@@ -223,8 +224,8 @@ class RerankResponse(BaseModel):
 class BatchingInfo(BaseModel):
     """The model's dynamic batching limits (models.yaml ``batching:``)."""
 
-    max_batch_size: int
-    max_batch_tokens: int | None  # None until the model is loaded (then set by its device)
+    max_batch_size: int | None  # None until the model is loaded (then its engine's default)
+    max_batch_tokens: int | None  # None until the model is loaded (then its engine's default)
     max_wait_ms: float
     max_queue: int
     passes: int | None  # forward passes side by side; None until the model is loaded (set by its engine)
@@ -245,9 +246,10 @@ class ModelInfo(BaseModel):
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]
+    dtype: Literal["float32", "float16", "bfloat16"]
     source: str
     loaded: bool
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     device: str
     dimension: int | None
@@ -284,7 +286,7 @@ class Health(BaseModel):
 
 
 class ModelReadiness(BaseModel):
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     preload: bool
 

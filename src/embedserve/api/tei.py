@@ -84,15 +84,12 @@ async def embed_sparse(
     """Sparse embeddings: ``[[{"index", "value"}, ...], ...]``, indices ascending."""
     handle = _handle(registry, "sparse-embeddings", body.model, x_model)
     texts = await input_texts(handle, body.inputs, limits, "inputs")
-    result = await tasks.embed_sparse(
-        handle,
-        texts,
+    options = tasks.SparseOptions(
         prompt_name=body.prompt_name,
         truncate=body.truncate is not False,
         truncation_direction=_side(body.truncation_direction),
-        limits=limits,
-        param="inputs",
     )
+    result = await tasks.embed_sparse(handle, texts, options, limits, param="inputs")
     rows = [
         [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices, vec.values, strict=True)]
         for vec in result.vectors
@@ -106,16 +103,12 @@ async def rerank(
 ) -> FastJSONResponse:
     """``[{"index", "score", "text"?}, ...]``, highest score first."""
     handle = _handle(registry, "rerank", body.model, x_model)
-    result = await tasks.rerank(
-        handle,
-        body.query,
-        body.texts,
+    options = tasks.RerankOptions(
         truncate=body.truncate is not False,
         truncation_direction=_side(body.truncation_direction),
         raw_scores=body.raw_scores,
-        limits=limits,
-        param="texts",
     )
+    result = await tasks.rerank(handle, body.query, body.texts, options, limits, param="texts")
     out = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "score": np.float32(result.scores[i])}

@@ -60,6 +60,12 @@ class Engine(ABC):
     device: str = "cpu"
     passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
     shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
+    # What the batcher asks of the engine (TEI's backend trait: ``is_padded``, ``max_batch_size``).
+    # ``is_padded``: a pass pads every unit to the longest, so the queue counts a batch's tokens
+    # as the longest unit times the batch's size; else as the sum of its units' tokens.
+    is_padded: bool = True
+    max_batch_size: int = 32  # inputs per pass where the catalogue sets none
+    max_batch_tokens: int = 16384  # tokens per pass (counted as above) where the catalogue sets none
 
     def pass_threads(self, passes: int) -> None:  # noqa: B027 (a hook; most engines need nothing)
         """Called on a batch thread before each pass, with the passes now running on the device
