@@ -24,7 +24,7 @@ from sentence_transformers.util import select_max_active_dims
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import SparseEngine, SparseVector, Tokens
-from embedserve.engines.sentence_transformers import _load_kwargs
+from embedserve.engines.sentence_transformers import _load_kwargs, own_settings
 from embedserve.engines.tokenization import Side, TextTokenizer
 
 STATIC_SIDE = "SparseStaticEmbedding"
@@ -37,6 +37,7 @@ class RoutedSparseEngine(SparseEngine):
 
     def __init__(self, entry: CatalogEntry) -> None:
         self.model = SparseEncoder(entry.source.location, **_load_kwargs(entry)).eval()
+        self.own_settings = own_settings(self.model)
         self.device = str(self.model.device)
         router: Any = self.model[0]
         self.router = router

@@ -31,6 +31,7 @@ from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import DenseEngine, FloatArray, Tokens
+from embedserve.engines.sentence_transformers import own_settings
 from embedserve.engines.tokenization import TextTokenizer
 from embedserve.families import is_model2vec
 
@@ -43,6 +44,8 @@ UNLIMITED = 1 << 20
 class StaticDenseEngine(DenseEngine):
     """Dense embeddings of a static-embedding model (either format above)."""
 
+    is_padded = False  # a pass concatenates its units' tokens (EmbeddingBag offsets)
+
     def __init__(self, entry: CatalogEntry, directory: Path) -> None:
         self.unknown_id: int | None = None
         if is_model2vec(directory):
@@ -54,6 +57,7 @@ class StaticDenseEngine(DenseEngine):
                 raise ValueError(
                     f"model {entry.id}: its first module is {type(model[0]).__name__}, not StaticEmbedding"
                 )
+            self.own_settings = own_settings(model)  # its prompts, as sentence-transformers read them
         if entry.spec.max_length is not None:
             limit = entry.spec.max_length
         self.model = model.eval()
