@@ -103,6 +103,7 @@ class ModelReplica:
             "info": self._info(),
             "max_length": engine.max_length,
             "dimension": engine.dimension,
+            "own_settings": engine.own_settings,
             "device": engine.device,
             "vocab_size": engine.tokenizer.vocab_size,
         }

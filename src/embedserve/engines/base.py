@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
+from embedserve.model_settings import ModelConfig
 
 if TYPE_CHECKING:
     from embedserve.settings import Settings
@@ -74,7 +75,8 @@ class Engine(ABC):
 
     tokenizer: TextTokenizer
     max_length: int
-    dimension: int | None = None
+    dimension: int | None = None  # the full output width (a default ``dimensions`` may serve fewer)
+    own_settings: ModelConfig | None = None  # the model's own configuration, as its library read it
     device: str = "cpu"
     passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
     shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
