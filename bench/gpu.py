@@ -133,7 +133,10 @@ def correctness(
         together = post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": sample})["data"]
         served = np.asarray([row["embedding"] for row in together], dtype=np.float32)
         alone = np.asarray(
-            [post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": t})["data"][0]["embedding"] for t in sample]
+            [
+                post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": t})["data"][0]["embedding"]
+                for t in sample
+            ]
         )
         cos = np.sum(served * library, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(library, axis=1))
         out[f"dense/{dtype}"] = {
