@@ -242,6 +242,7 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
     import uvicorn
 
     from embedserve.api import create_app
+    from embedserve.api.connections import ConnectionLimits, guarded_protocol, raise_fd_limit
     from embedserve.engines import passive_omp_threads
     from embedserve.logs import configure_logging
 
@@ -272,6 +273,13 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log.warning(warning)
     # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
     # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
+    raise_fd_limit()
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        min_body_rate=settings.min_body_rate,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -280,6 +288,8 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log_config=None,
         access_log=False,  # embedserve.access logs each request, with its id
         timeout_graceful_shutdown=settings.shutdown_grace,
+        http=guarded_protocol(limits),  # header, body and idle timeouts, header size, connection cap
+        timeout_keep_alive=settings.idle_timeout,
     )
     return 0
 
