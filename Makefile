@@ -40,6 +40,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check src tests bench docs/hooks
+	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest
