@@ -20,7 +20,9 @@ from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncod
 from sentence_transformers.util import cos_sim
 
 from embedserve.api import create_app
-from embedserve.catalog import parse_catalog
+from embedserve.catalog import ModelSpec, parse_catalog
+from embedserve.engines.sentence_transformers import own_settings
+from embedserve.model_settings import read_model_config
 from embedserve.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -276,3 +278,24 @@ async def test_cross_encoder_applies_its_default_prompt(client: httpx.AsyncClien
     np.testing.assert_allclose([scores[i] for i in range(3)], expected, atol=1e-5)
     plain = library.predict([(query, d) for d in documents], prompt="")
     assert not np.allclose(expected, plain)  # the prompt changes the scores: the check above means something
+
+
+async def test_reading_the_files_agrees_with_the_library(
+    dirs: dict[str, Path], library: dict[str, SentenceTransformer]
+) -> None:
+    """``embedserve models`` reads the files; a loaded engine reports what the library read: the same."""
+    loaded = {
+        "e5": ("embeddings", None, library["e5"]),
+        "nomic": ("embeddings", None, library["nomic"]),
+        "sparse": ("sparse-embeddings", None, SparseEncoder(str(dirs["sparse"]), device="cpu")),
+        "rerank": ("rerank", "cross-encoder", CrossEncoder(str(dirs["rerank"]), device="cpu")),
+    }
+    for key, (kind, engine, model) in loaded.items():
+        spec = ModelSpec(name=str(dirs[key]), type=kind, engine=engine)
+        from_files, from_library = read_model_config(dirs[key], spec), own_settings(model)
+        assert from_files.prompts == from_library.prompts, key
+        assert from_files.default_prompt_name == from_library.default_prompt_name, key
+        assert from_files.truncate_dim == from_library.truncate_dim, key
+        if key != "rerank":  # a cross-encoder has no similarity function
+            assert from_files.similarity_fn_name == from_library.similarity_fn_name, key
+        assert from_files.max_seq_length == from_library.max_seq_length, key
