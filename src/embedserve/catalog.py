@@ -8,8 +8,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         type: embeddings | sparse-embeddings | rerank
         engine: sentence-transformers | cross-encoder | similarity
         device: auto | cpu | cuda | cuda:N | mps
-        backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
-                                      # "Choosing an engine"); onnx/openvino export on first load, CPU only
+        backend: torch                # torch | onnx | openvino: what runs the forward pass
+                                      # (docs/engines.md); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
         dtype: float32                # float32 | float16 | bfloat16: the weights' and activations' type
                                       # on backend torch (float16 needs a GPU; bfloat16 runs anywhere)

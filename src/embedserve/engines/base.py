@@ -20,7 +20,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,12 +29,16 @@ import numpy.typing as npt
 from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
 from embedserve.model_settings import ModelConfig
 
+if TYPE_CHECKING:
+    from embedserve.settings import Settings
+
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 __all__ = [
     "DenseEngine",
     "Engine",
+    "EngineOptions",
     "RerankEngine",
     "RerankUnits",
     "Side",
@@ -42,6 +47,19 @@ __all__ = [
     "Token",
     "Tokens",
 ]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The server settings an engine reads, handed to it when it is made (never through the
+    environment or at import), so ``create_app(Settings(...))`` gets what it asks for."""
+
+    cache_dir: Path | None = None  # onnx/openvino exports; None: export.cache_root()'s default
+    torch_threads: int | None = None  # torch's intra-op threads, shared by its passes; None: torch's own
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(cache_dir=settings.cache_dir, torch_threads=settings.torch_threads)
 
 
 @dataclass(frozen=True)

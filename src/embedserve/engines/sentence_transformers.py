@@ -26,6 +26,7 @@ from sentence_transformers.util import select_max_active_dims
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import (
     DenseEngine,
+    EngineOptions,
     FloatArray,
     RerankEngine,
     RerankUnits,
@@ -40,10 +41,10 @@ from embedserve.model_settings import ModelConfig, merge, purpose, similarity_sc
 
 log = logging.getLogger(__name__)
 NO_LIMIT = 10**9  # tokenizers with no model_max_length report transformers' VERY_LARGE_INTEGER
-# torch's intra-op threads as the server set them (EMBEDSERVE_TORCH_THREADS, else the cores),
-# read once at import, before any batch thread changed its own (torch.set_num_threads also
-# changes what threads started later begin with)
-_TORCH_THREADS = torch.get_num_threads()
+# torch's own intra-op threads (the physical cores, or what the process set before it loaded
+# engines), the default of EngineOptions.torch_threads; read once at import, before any batch
+# thread changed its own (torch.set_num_threads also changes what threads started later begin with)
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
 _pass_threads = threading.local()  # what each batch thread last set
 
 
@@ -114,6 +115,12 @@ class _STModel:
     runtime: Lanes | None = None
     own_settings: ModelConfig | None = None
     task: str  # what an export of it is: dense, sparse or cross-encoder
+    options: EngineOptions
+
+    @property
+    def _threads(self) -> int:
+        """torch's intra-op threads, shared by this engine's passes."""
+        return self.options.torch_threads or _TORCH_DEFAULT_THREADS
 
     def _attach(self, model: Any, max_length: int) -> None:
         self.model = model
@@ -132,14 +139,14 @@ class _STModel:
 
     def _share_cpu(self) -> None:
         """torch on a CPU: two passes side by side, each with its share of the threads (gate.py)."""
-        if self.runtime is None and self.device == "cpu" and _TORCH_THREADS > 1:
+        if self.runtime is None and self.device == "cpu" and self._threads > 1:
             self.passes = 2
             self.shares_device = True
 
     def pass_threads(self, passes: int) -> None:
-        if not self.shares_device:
+        if self.runtime is not None or self.device != "cpu":
             return
-        n = max(1, _TORCH_THREADS // passes)
+        n = max(1, self._threads // passes)
         if getattr(_pass_threads, "n", None) != n:  # per thread (OpenMP's and MKL's settings are)
             torch.set_num_threads(n)
             _pass_threads.n = n
@@ -178,7 +185,7 @@ class _STModel:
         inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._inputs)
         revision = export.source_revision(export.source_directory(entry))
         key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs)
-        path = export.ExportCache().get_or_build(
+        path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
         self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams)
@@ -227,7 +234,8 @@ class _BiEncoder(_STModel):
 class STDenseEngine(_BiEncoder, DenseEngine):
     task = "dense"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         self._setup(SentenceTransformer(entry.source.location, **_load_kwargs(entry)), entry)
         self.dimension = _full_width(self.model)
         self._use_backend(entry, "sentence_embedding")
@@ -246,7 +254,8 @@ def _full_width(model: Any) -> int:
 class STSparseEngine(_BiEncoder, SparseEngine):
     task = "sparse"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         self._setup(SparseEncoder(entry.source.location, **_load_kwargs(entry)), entry)
         # the vocabulary, not the hidden size that get_embedding_dimension reports for MLM models
         config = getattr(self.model[0], "auto_model", None)
@@ -273,7 +282,8 @@ class CrossEncoderEngine(_STModel, RerankEngine):
 
     task = "cross-encoder"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         kwargs = _load_kwargs(entry)
         if entry.spec.max_length is not None:
             kwargs["max_length"] = entry.spec.max_length
@@ -321,7 +331,8 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
 
     task = "dense"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         self._setup(SentenceTransformer(entry.source.location, **_load_kwargs(entry)), entry)
         self.dimension = _full_width(self.model)
         self._use_backend(entry, "sentence_embedding")
