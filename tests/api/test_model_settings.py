@@ -5,6 +5,7 @@ writes; each served output is compared with the library's own on the same direct
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,11 @@ def dirs(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("model-settings")
     sparse = saved_as_sentence_transformers("sparse", tiny_models["sparse"], root / "sparse-saved")
     rerank = saved_as_sentence_transformers("rerank", tiny_models["rerank"], root / "rerank-saved")
+    instructor = with_settings(tiny_models["dense"], root / "instructor", prompts={"query": "Represent the question: "})
+    pooling = instructor / "1_Pooling" / "config.json"  # pooling leaves the prompt's tokens out, as INSTRUCTOR's
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "include_prompt": False}))
     return {
+        "instructor": instructor,
         "e5": with_settings(tiny_models["dense"], root / "e5", max_seq_length=32, **E5),
         "nomic": with_settings(tiny_models["dense"], root / "nomic", **NOMIC),
         "sparse": with_settings(sparse, root / "sparse", prompts={"query": "query: "}),
@@ -63,6 +68,7 @@ def _entry(path: Path, kind: str = "embeddings", **fields: Any) -> dict[str, Any
 @pytest.fixture(scope="module")
 def app(dirs: dict[str, Path]) -> FastAPI:
     models = {
+        "instructor": _entry(dirs["instructor"]),
         "e5": _entry(dirs["e5"]),
         "nomic": _entry(dirs["nomic"]),
         "overridden": _entry(dirs["e5"], prompts=CATALOGUE_PROMPTS, default_prompt="query", dimensions=8),
@@ -87,6 +93,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 def library(dirs: dict[str, Path]) -> dict[str, SentenceTransformer]:
     return {
+        "instructor": SentenceTransformer(str(dirs["instructor"]), device="cpu"),
         "e5": SentenceTransformer(str(dirs["e5"]), device="cpu"),
         "nomic": SentenceTransformer(str(dirs["nomic"]), device="cpu"),
         # the catalogue's settings are what sentence-transformers' own constructor arguments do
@@ -132,6 +139,8 @@ CASES = [
     ("overridden", "openai", {"options": {"prompt_name": "passage"}}, "passage"),  # the model's
     ("overridden", "openai", {"options": {"prompt_name": "code"}}, "code"),  # the catalogue's
     ("overridden", "cohere", {"input_type": "search_query"}, "query"),
+    ("instructor", "openai", {"task": "retrieval.query"}, "query"),  # pooled without the prompt's tokens
+    ("instructor", "openai", {}, None),
 ]
 
 
