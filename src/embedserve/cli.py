@@ -150,12 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _eval(args)
     try:
         settings = _settings(args)
-        if settings.cache_dir is not None:  # where engines/export.py looks
-            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         if args.command == "models":
             return _models(load_catalog(settings.config, check_sources=False))
         if args.command == "export":
-            return _export(load_catalog(settings.config), args.models)
+            return _export(load_catalog(settings.config), args.models, settings)
         if args.command == "ray-config":
             return _ray_config(settings, load_catalog(settings.config, check_sources=False))
         if args.address is not None and not args.ray:
@@ -203,7 +201,7 @@ def _models(catalog: Catalog) -> int:
     return 0
 
 
-def _export(catalog: Catalog, wanted: list[str]) -> int:
+def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     unknown = [m for m in wanted if m not in catalog.entries]
     if unknown:
         return _fail(f"unknown model(s): {', '.join(unknown)}; the catalogue has: {', '.join(catalog.ids())}")
@@ -214,14 +212,14 @@ def _export(catalog: Catalog, wanted: list[str]) -> int:
     if not entries:
         print("no model in the catalogue uses backend onnx or openvino: nothing to export")
         return 0
-    from embedserve.engines import create_engine
+    from embedserve.engines import EngineOptions, create_engine
 
     logging.basicConfig(level="INFO", format="%(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     failed = 0
     for entry in entries:
         try:
-            create_engine(entry).close()
+            create_engine(entry, EngineOptions.from_settings(settings)).close()
         except Exception as exc:
             failed += 1
             print(f"embedserve: error: model '{entry.id}': {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -244,6 +242,7 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
     import uvicorn
 
     from embedserve.api import create_app
+    from embedserve.api.connections import ConnectionLimits, guarded_protocol, raise_fd_limit
     from embedserve.engines import passive_omp_threads
     from embedserve.logs import configure_logging
 
@@ -274,6 +273,13 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log.warning(warning)
     # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
     # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
+    raise_fd_limit()
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        min_body_rate=settings.min_body_rate,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -282,6 +288,8 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log_config=None,
         access_log=False,  # embedserve.access logs each request, with its id
         timeout_graceful_shutdown=settings.shutdown_grace,
+        http=guarded_protocol(limits),  # header, body and idle timeouts, header size, connection cap
+        timeout_keep_alive=settings.idle_timeout,
     )
     return 0
 

@@ -28,6 +28,7 @@ from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
+from embedserve.model_settings import ModelSettings, merge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +89,13 @@ class ModelHandle:
             self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("model %s: failed to load: %s", self.id, self.error)
             return
+        try:
+            self.settings(engine)  # the catalogue's default prompt and dimensions must fit this model
+        except ValueError as exc:
+            await asyncio.to_thread(engine.close)
+            self.state, self.error = ModelState.FAILED, f"ValueError: {exc}"
+            log.error("model %s: failed to load: %s", self.id, self.error)
+            return
         spec = self.entry.spec.batching
         limits = BatchLimits(  # the catalogue's, else what the engine declares
             max_batch_size=spec.max_batch_size or engine.max_batch_size,
@@ -141,6 +149,17 @@ class ModelHandle:
             f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
         )
 
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        """The catalogue entry merged with the model's own settings (those of ``engine``, else of the
+        loaded engine; before the first load, the catalogue's alone). See ``model_settings``."""
+        engine = engine or self.engine
+        own = engine.own_settings if engine is not None else None
+        return merge(self.entry.spec, own, engine.dimension if engine is not None else None)
+
+    async def model_settings(self) -> ModelSettings:
+        """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
+        return self.settings(await self.ready_engine())
+
     async def tokenize(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
         batcher = await self._batcher()
@@ -168,6 +187,10 @@ class ModelHandle:
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
         engine = self.engine
+        try:
+            settings = self.settings()
+        except ValueError:  # a model that failed to load for it: the catalogue's alone
+            settings = merge(spec, None)
         return {
             "id": self.id,
             "name": spec.name,
@@ -181,10 +204,17 @@ class ModelHandle:
             "state": self.state.value,
             "error": self.error,
             "device": engine.device if engine else spec.device,
-            "dimension": engine.dimension if engine else None,
+            "dimension": (settings.dimensions or engine.dimension) if engine else spec.dimensions,
+            "max_dimension": engine.dimension if engine else None,
+            "dimensions_origin": settings.dimensions_origin,
             "max_length": engine.max_length if engine else spec.max_length,
-            "prompts": sorted(spec.prompts),
-            "default_prompt": spec.default_prompt,
+            "max_length_origin": "catalogue" if spec.max_length is not None else ("model" if engine else None),
+            "similarity": settings.similarity,
+            "prompts": sorted(settings.prompts),
+            "prompt_texts": settings.describe(),
+            "default_prompt": settings.default_prompt,
+            "default_prompt_origin": settings.default_prompt_origin,
+            "settings_read": settings.known,
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,

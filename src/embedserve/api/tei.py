@@ -122,7 +122,8 @@ async def rerank(
 async def similarity(
     body: s.SimilarityRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
 ) -> FastJSONResponse:
-    """Cosine similarity of ``inputs.source_sentence`` with each of ``inputs.sentences``: ``[float, ...]``."""
+    """The model's similarity (``similarity_fn_name``, cosine by default) of ``inputs.source_sentence``
+    with each of ``inputs.sentences``: ``[float, ...]``."""
     handle = _handle(registry, "embeddings", body.model, x_model)
     params = body.parameters or s.SimilarityParameters()
     options = tasks.EmbedOptions(
@@ -142,10 +143,6 @@ async def similarity(
     return FastJSONResponse(scores, headers=_headers(tokens))
 
 
-def _byte_offset(text: str, chars: int) -> int:
-    return len(text[:chars].encode("utf-8"))
-
-
 @router.post("/tokenize")
 async def tokenize(
     body: s.TokenizeRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
@@ -153,26 +150,10 @@ async def tokenize(
     """``[[{"id", "text", "special", "start", "stop"}, ...], ...]``; offsets in UTF-8 bytes, as TEI."""
     handle = _handle(registry, None, body.model, x_model)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    prompt = tasks.resolve_prompt(handle.entry.spec, None, body.prompt_name) or ""
     tokenized = await tasks.tokenize(
         handle, texts, add_special_tokens=body.add_special_tokens, prompt_name=body.prompt_name, limits=limits
     )
-    out = []
-    for text, tokens in zip(texts, tokenized, strict=True):
-        full = prompt + text
-        out.append(
-            [
-                {
-                    "id": t.id,
-                    "text": t.text,
-                    "special": t.special,
-                    "start": None if t.start is None else _byte_offset(full, t.start),
-                    "stop": None if t.stop is None else _byte_offset(full, t.stop),
-                }
-                for t in tokens
-            ]
-        )
-    return FastJSONResponse(out)
+    return FastJSONResponse(tokenized)  # Token dataclasses: orjson writes TEI's objects, no Python per token
 
 
 @router.post("/decode")
@@ -211,7 +192,7 @@ async def info(
             "model_sha": spec.revision,
             "model_dtype": "float32",
             "model_type": model_type,
-            "prompts": dict(spec.prompts) or None,
+            "prompts": {name: p["text"] for name, p in described["prompt_texts"].items()} or None,
             "max_concurrent_requests": 512,
             "max_input_length": max_length,
             "max_batch_tokens": max_inputs * (max_length or 512),
