@@ -114,7 +114,8 @@ def post(url: str, path: str, body: dict[str, Any]) -> Any:
     import httpx
 
     response = httpx.post(url + path, json=body, timeout=120)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:500]}")
     return response.json()
 
 
