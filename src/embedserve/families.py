@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedserve.catalog import CatalogEntry
+from embedserve.catalog import CatalogEntry, ModelSpec
 
 TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8 = "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"
 ENGINES: tuple[str, ...] = (TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8)
@@ -199,9 +199,12 @@ def detect(entry: CatalogEntry) -> Family | None:
     it is not a model of its own (the ``similarity`` reranker runs a dense model: its family is
     the dense one)."""
     directory = local_directory(entry)
-    if directory is None:
-        return None
-    model_type = "embeddings" if entry.spec.engine_name == "similarity" else entry.spec.type
+    return None if directory is None else for_directory(directory, entry.spec)
+
+
+def for_directory(directory: Path, spec: ModelSpec) -> Family:
+    """The family of the model in ``directory`` served as ``spec`` says (its type and engine)."""
+    model_type = "embeddings" if spec.engine_name == "similarity" else spec.type
     return lookup(architecture(directory), model_type)
 
 

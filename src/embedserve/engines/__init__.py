@@ -38,12 +38,16 @@ def passive_omp_threads() -> None:
 def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> Engine:
     """Load the model of ``entry`` (blocking) and return its engine; ``options``: the server's
     settings the engine reads (default: none set)."""
+    spec = entry.spec
+    options = options or EngineOptions()
+    if spec.engine_name == "fake":  # model-free, for tests: no torch
+        from embedserve.engines.fake import create_fake_engine
+
+        return create_fake_engine(entry)
     passive_omp_threads()
     from embedserve import families
     from embedserve.engines import sentence_transformers as st
 
-    spec = entry.spec
-    options = options or EngineOptions()
     family = families.detect(entry)
     if family is not None:
         families.check_engine(entry, family)
