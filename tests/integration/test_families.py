@@ -204,6 +204,16 @@ def test_a_router_side_is_chosen_by_the_prompt_name(family_models: dict[str, Tin
         engine.close()
 
 
+def test_a_static_model_reads_no_special_tokens(family_models: dict[str, TinyModel]) -> None:
+    model = family_models["dense-static"]
+    engine = create_engine(_entry("dense-static", model, families.TORCH))
+    try:
+        assert [t.text for t in engine.tokenizer.tokenize(["heart attack"])[0]] == ["heart", "attack"]
+        assert engine.encode_texts(["heart attack"], None)[0].ids == [2540, 2886]
+    finally:
+        engine.close()
+
+
 def test_an_unknown_architecture_is_not_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "mpnet"}')
     entry = parse_catalog({"models": {"m": {"name": str(tmp_path), "type": "embeddings", "backend": "onnx"}}}, ROOT)

@@ -129,7 +129,9 @@ class TextTokenizer:
 
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
         """Each text's tokens, untruncated, with the UTF-8 byte span of each non-special token.
-        Linear in the text: the byte offset of every character comes from one cumulative sum."""
+        Linear in the text: the byte offset of every character comes from one cumulative sum.
+        Special tokens only where the model reads them (a static model reads none)."""
+        add_special_tokens = add_special_tokens and self.special_tokens
         out = []
         for text, encoding in zip(
             texts, self._raw.encode_batch(list(texts), add_special_tokens=add_special_tokens), strict=True
