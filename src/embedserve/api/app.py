@@ -1,7 +1,8 @@
 """The app factory. State (the registry, the limits) is made in the lifespan, never at import.
 
 Middleware, outermost first: the request context (request id, deadline, timing headers, access
-log, request metrics), CORS (when origins are set), API keys (when keys are set), body limits,
+log, request metrics), the shutdown guard (503 for requests still running when the grace after
+SIGTERM ends), CORS (when origins are set), API keys (when keys are set), body limits,
 then the disconnect watcher around the routes.
 """
 
@@ -20,6 +21,8 @@ from embedserve.api.body_limit import BodyLimits
 from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import error_responses, install_error_handlers
 from embedserve.api.request_context import RequestContextMiddleware
+from embedserve.api.shutdown import Drain, ShutdownGuard
+from embedserve.api.web import HeadAndDocsPolicy
 from embedserve.catalog import Catalog, load_catalog
 from embedserve.metrics import Metrics
 from embedserve.registry import EngineFactory, Registry
@@ -64,6 +67,7 @@ def create_app(
     app.state.metrics = metrics
     # added innermost first
     app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(HeadAndDocsPolicy)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     if settings.api_keys:
         app.add_middleware(APIKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
@@ -71,6 +75,8 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.state.drain = Drain()  # started by the server's shutdown (cli.py: GracefulServer)
+    app.add_middleware(ShutdownGuard, drain=app.state.drain)
     app.add_middleware(RequestContextMiddleware, timeout=settings.request_timeout, metrics=metrics)
     install_error_handlers(app)
     for module in (openai, native, cohere, tei, models, health):
