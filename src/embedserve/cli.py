@@ -292,6 +292,7 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         min_body_rate=settings.min_body_rate,
         max_header_bytes=settings.max_header_bytes,
         max_connections=settings.max_connections,
+        allowed_hosts=None if settings.api_keys else tuple(h.lower() for h in settings.allowed_hosts),
     )
     config = uvicorn.Config(
         app,

@@ -1,8 +1,9 @@
 """The catalogue made live: one :class:`ModelHandle` per model, with its state and batcher.
 
 A request reaches a model in two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer
-threads, announced to the batcher so a short queue waits for it) and
-:meth:`ModelHandle.submit` (the model's batch queue). Loading runs in a thread of its own.
+threads of :mod:`tokenizer_pool`, fair between requests, bounded, within the deadline; announced
+to the batcher so a short queue waits for it) and :meth:`ModelHandle.submit` (the model's batch
+queue). Loading runs in a thread of its own.
 
 States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
 (with its reason); ``unload`` makes a ready model ``unloaded``, which refuses requests (503)
@@ -15,9 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from enum import Enum
+from functools import partial
 from typing import Any, TypeVar
 
 from embedserve import context
@@ -28,6 +29,7 @@ from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
+from embedserve.tokenizer_pool import TokenizerPool, chunks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +54,7 @@ class ModelHandle:
         self,
         entry: CatalogEntry,
         factory: EngineFactory,
-        tokenizer_pool: ThreadPoolExecutor,
+        tokenizer_pool: TokenizerPool,
         device_gate: Callable[[str], DeviceGate],
         observer: Observer | None = None,
     ) -> None:
@@ -141,15 +143,40 @@ class ModelHandle:
             f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
         )
 
-    async def tokenize(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        """Run ``fn`` (the engine's tokenization of ``chars`` characters) on a tokenizer thread, in
+        its fair turn and within the request's deadline, announced to the batcher."""
         batcher = await self._batcher()
+        ctx = context.current.get()
         started = time.perf_counter()
         try:
-            with batcher.incoming():
-                return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
+            with batcher.incoming(), self._tokenizer_pool.admit(chars, self.id):
+                deadline = ctx.deadline if ctx is not None else None
+                return await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
         finally:
-            ctx = context.current.get()
+            if ctx is not None:
+                ctx.tokenization += time.perf_counter() - started
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        """``encode`` (the engine's tokenization of a list of texts, each with a prefix of
+        ``prefix_chars``) of every text, in jobs of about ``CHUNK_CHARS`` characters, so that a
+        long request takes turns with the others rather than holding a tokenizer thread."""
+        batcher = await self._batcher()
+        ctx = context.current.get()
+        deadline = ctx.deadline if ctx is not None else None
+        total = sum(map(len, texts)) + prefix_chars * len(texts)
+        started = time.perf_counter()
+        out: list[T] = []
+        try:
+            with batcher.incoming(), self._tokenizer_pool.admit(total, self.id):
+                for chunk in chunks(list(texts)):
+                    job = partial(_guarded, self.id, partial(encode, chunk))
+                    cost = sum(map(len, chunk)) + prefix_chars * len(chunk)
+                    out += await self._tokenizer_pool.run(job, cost, deadline, self.id)
+            return out
+        finally:
             if ctx is not None:
                 ctx.tokenization += time.perf_counter() - started
 
@@ -204,6 +231,7 @@ class Registry:
         factory: EngineFactory | None = None,
         *,
         tokenizer_threads: int = 1,
+        tokenizer_queue_chars: int = 64 * 1024 * 1024,
         observer: ObserverFactory | None = None,
     ) -> None:
         if factory is None:
@@ -211,7 +239,7 @@ class Registry:
 
             factory = create_engine
         self.catalog = catalog
-        self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="tokenize")
+        self._tokenizer_pool = TokenizerPool(tokenizer_threads, tokenizer_queue_chars)
         self._device_gates: dict[str, DeviceGate] = {}
         self.models = {
             e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_gate, observer and observer(e.id))
@@ -313,7 +341,7 @@ class Registry:
                 batcher.close()
             if engine is not None:
                 engine.close()
-        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        self._tokenizer_pool.close()
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -66,7 +67,7 @@ class RemoteModelHandle(ModelHandle):
     """One catalogue model served by a Ray deployment: state and stats as its replicas report them."""
 
     def __init__(self, entry: CatalogEntry, deployment: DeploymentHandle[Any], registry: RayRegistry) -> None:
-        super().__init__(entry, _no_local_engine, registry.io_pool, _no_gate)
+        super().__init__(entry, _no_local_engine, registry._tokenizer_pool, _no_gate)
         self._deployment = deployment
         self._registry = registry
         self._remote_engine: Engine | None = None
@@ -126,9 +127,16 @@ class RemoteModelHandle(ModelHandle):
             self._remote_engine = _stand_in(self, facts)
         return self._remote_engine
 
-    async def tokenize(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread."""
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread; the replica
+        tokenizes on its own fair pool."""
         return await asyncio.wrap_future(self._registry.io_pool.submit(fn))
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        """One remote call for all the texts (the replica takes turns with other requests there)."""
+        return await self.tokenize(lambda: encode(list(texts)))
 
     async def submit(self, units: Sequence[Tokens]) -> list[Any]:
         """The units' outputs from a replica's batcher (batched there with other requests)."""
@@ -150,8 +158,8 @@ class RayRegistry(Registry):
     """The catalogue's models as Ray deployments (one handle each), for the ingress's app."""
 
     def __init__(self, catalog: Catalog, deployments: dict[str, DeploymentHandle[Any]]) -> None:
-        super().__init__(catalog, _no_local_engine, tokenizer_threads=IO_THREADS)
-        self.io_pool = self._tokenizer_pool
+        super().__init__(catalog, _no_local_engine)
+        self.io_pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="ray-io")  # remote calls wait here
         self.models = {e.id: RemoteModelHandle(e, deployments[e.id], self) for e in catalog.entries.values()}
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, set by start
         self._refresher: asyncio.Task[None] | None = None
@@ -176,6 +184,7 @@ class RayRegistry(Registry):
         if self._refresher is not None:
             self._refresher.cancel()
         await super().close()
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _RemoteTokenizer:
