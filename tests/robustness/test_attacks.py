@@ -3,6 +3,7 @@ a clear status, against the real server process. The figures of each go to the s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -147,3 +148,30 @@ def test_a_prompt_counts_in_the_request_budget(
     assert "limit" in message and len(response.content) < 2048, message
     assert elapsed < 5, f"took {elapsed:.1f} s"
     a.check(health_s=1.5, rss_mib=300)
+
+
+def test_huge_requests_cannot_hold_the_tokenizer(open_server: Server) -> None:
+    """Four concurrent 15 MB requests (150 texts of 100,000 characters each): once a normal request
+    waited 84 s for a 503 behind them. Now it takes its turn between their jobs and gets its 200 at
+    once; the big ones get 200, 503 at their 5 s deadline, or 429 once the tokenizer's queue is full."""
+    big = {"model": "tiny-dense", "input": ["word " * 20_000] * 150}
+
+    async def run() -> tuple[list[int], list[float]]:
+        async with httpx.AsyncClient(base_url=open_server.url, timeout=120) as client:
+            hogs = [asyncio.create_task(client.post("/v1/embeddings", json=big)) for _ in range(4)]
+            await asyncio.sleep(2)  # the big ones are being tokenized
+            times = []
+            for i in range(3):
+                started = time.monotonic()
+                small = await client.post("/v1/embeddings", json={"model": "tiny-dense", "input": [f"normal {i}"]})
+                assert small.status_code == 200, small.text
+                times.append(time.monotonic() - started)
+            return [r.status_code for r in await asyncio.gather(*hogs)], times
+
+    with attack(open_server, "tokenizer-hogs-4x15MB") as a:
+        statuses, times = asyncio.run(run())
+        a.saw(*statuses)
+    count(statuses, "attacks", frozenset({503}))
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert max(times) < 3.0, f"a normal request took up to {max(times):.1f} s behind the big ones"
+    a.check(health_s=3.0, rss_mib=1500)
