@@ -33,7 +33,7 @@ from embedserve.errors import DeadlineExceeded, Overloaded
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RATE = 1_000_000  # characters a second a tokenizer thread gets through, about: only orders the jobs
-CHUNK_CHARS = 256 * 1024  # characters of one job of a long request
+CHUNK_CHARS = 64 * 1024  # characters of one job of a long request: the longest a short request waits for its turn
 
 
 @dataclass(order=True)
