@@ -292,6 +292,7 @@ def describe(
         "preload": spec.preload,
         "trust_remote_code": spec.trust_remote_code,
         "description": spec.description,
+        "default": spec.default,
         # before the load, the catalogue's limits: the engine fills in the rest when it loads
         "batching": asdict(batcher.limits) if batcher else spec.batching.model_dump(),
         "stats": batcher.stats() if batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
