@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from embedserve.catalog import parse_catalog
 from embedserve.evaluation.client import Client, ServerError
+from embedserve.registry import Registry
 
 MODELS = [
     {"id": "d1", "type": "embeddings", "dimension": 3, "prompts": []},
@@ -43,6 +46,29 @@ def test_default_models_prefer_the_flag_then_the_first_of_each_type() -> None:
     assert {kind: m.id for kind, m in chosen.items()} == {"embeddings": "d2", "sparse-embeddings": "s1", "rerank": "r1"}
     assert chosen["sparse-embeddings"].prompt_for("query") == "query"
     assert chosen["sparse-embeddings"].prompt_for("document") is None
+
+
+@pytest.mark.anyio
+async def test_the_servers_own_listing_flags_the_catalogues_default(tmp_path: Path) -> None:
+    """The listing the registry serves (not a hand-made one) carries ``default`` for the client."""
+    catalog = parse_catalog(
+        {
+            "models": {
+                "first": {"name": "a/first", "type": "embeddings", "preload": False},
+                "chosen": {"name": "a/chosen", "type": "embeddings", "preload": False, "default": True},
+            }
+        },
+        tmp_path,
+        check_sources=False,
+    )
+    registry = Registry(catalog, factory=lambda entry: pytest.fail("nothing loads"))
+    listing = [handle.info() for handle in registry.models.values()]
+    await registry.close()
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": listing, "total": len(listing)})
+
+    assert _client(httpx.MockTransport(server)).default_models()["embeddings"].id == "chosen"
 
 
 def test_results_come_back_in_input_order_whatever_the_batching() -> None:

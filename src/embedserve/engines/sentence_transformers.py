@@ -188,7 +188,7 @@ class _STModel:
         path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
-        self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams)
+        self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams, quantize=spec.quantize)
         self.passes, self.shares_device = 1, False
         # ONNX Runtime and OpenVINO run each input of a pass alone (``runtimes``): nothing is
         # padded, and a pass only needs enough inputs to keep every stream busy while the results
