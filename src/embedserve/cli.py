@@ -174,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
+    from embedserve.families import for_directory
+
+    rows = [("ID", "TYPE", "FAMILY", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
         directory: Path | None = None
@@ -188,10 +190,12 @@ def _models(catalog: Catalog) -> int:
                 directory = Path(source.location)
         except ValueError as exc:
             kind, status = "-", f"no: {exc}"
+        found = for_directory(directory, spec) if directory is not None else None
         rows.append(
             (
                 entry.id,
                 spec.type,
+                found.name if found else "-",
                 spec.engine_name,
                 spec.backend + ("-int8" if spec.quantize == "int8" else ""),
                 "yes" if spec.trust_remote_code else "no",

@@ -29,6 +29,8 @@ from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.families import Family
+from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
@@ -122,6 +124,14 @@ class LocalModelHandle:
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._family: tuple[Family | None] | None = None  # (detected,) once read
+
+    @property
+    def family(self) -> Family | None:
+        """The model's family (families.py), read from its files once; None when they are not here."""
+        if self._family is None:
+            self._family = (detect_family(self.entry),)
+        return self._family[0]
 
     async def load(self, *, settle: bool = True) -> None:
         """Load the model unless it is ready; concurrent calls share one load. ``settle``: settle
@@ -240,7 +250,7 @@ class LocalModelHandle:
         return self.batcher.queue_depth if self.batcher is not None else 0
 
     def info(self) -> dict[str, Any]:
-        return describe(self.entry, self.state, self.error, self.engine, self.batcher, self.load_seconds)
+        return describe(self.entry, self.state, self.error, self.engine, self.batcher, self.load_seconds, self.family)
 
     async def close(self) -> None:
         engine, self.engine = self.engine, None
@@ -258,6 +268,7 @@ def describe(
     engine: Engine | None = None,
     batcher: Batcher | None = None,
     load_seconds: float | None = None,
+    family: Family | None = None,
 ) -> dict[str, Any]:
     """A model as ``/api/v1/models`` lists it; before a load, from the catalogue alone."""
     spec = entry.spec
@@ -269,6 +280,7 @@ def describe(
         "id": entry.id,
         "name": spec.name,
         "type": spec.type,
+        "family": family.name if family else None,
         "engine": spec.engine_name,
         "backend": spec.backend,
         "quantize": spec.quantize,

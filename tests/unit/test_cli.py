@@ -20,9 +20,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_models_table_says_what_resolves(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--config", str(ROOT / "models.yaml")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["ID", "TYPE", "ENGINE"]
+    assert out[0].split()[:5] == ["ID", "TYPE", "FAMILY", "ENGINE", "BACKEND"]
     rows = {line.split()[0]: line for line in out[1:]}
     assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"}
+    families = {model: row.split()[2] for model, row in rows.items()}
+    assert families == {
+        "all-minilm-l6-v2": "dense/bert",
+        "splade-tiny": "sparse/bert",
+        "all-minilm-l6-v2-rerank": "dense/bert",
+    }
     assert "similarity" in rows["all-minilm-l6-v2-rerank"] and " yes " in rows["splade-tiny"]
 
 

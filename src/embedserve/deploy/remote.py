@@ -41,6 +41,7 @@ from embedserve.engines.base import (
     Tokens,
 )
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelUnavailable
+from embedserve.families import detect as detect_family
 from embedserve.model_settings import ModelSettings
 from embedserve.registry import ModelHandle, ModelState, Registry, describe, merged_settings
 
@@ -151,7 +152,10 @@ class RemoteModelHandle:
         return result
 
     def info(self) -> dict[str, Any]:
-        info = dict(self._reported) if self._reported is not None else describe(self.entry, self.state, self.error)
+        if self._reported is not None:
+            info = dict(self._reported)
+        else:  # nothing heard from a replica yet: the catalogue's
+            info = describe(self.entry, self.state, self.error, family=detect_family(self.entry))
         info.pop("replica", None)
         info["state"], info["loaded"], info["error"] = self.state.value, self.state is ModelState.READY, self.error
         info["replicas"] = [{"id": rid, **seen} for rid, seen in self.replicas.items()]
@@ -227,9 +231,14 @@ class _RemoteEngine:
         raise RuntimeError("forward passes run in the model's replicas (submit). This is a bug.")
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
-        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit)
+        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit, task)
         return result
 
 
