@@ -6,7 +6,7 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | rerank
-        engine: sentence-transformers | cross-encoder | similarity
+        engine: sentence-transformers | cross-encoder | similarity | fake (tests: no model, hashed vectors)
         device: auto | cpu | cuda | cuda:N | mps
         backend: torch                # torch | onnx | openvino: what runs the forward pass
                                       # (docs/engines.md); onnx/openvino export on first load, CPU only
@@ -82,10 +82,10 @@ Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
-ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers",),
-    "sparse-embeddings": ("sentence-transformers",),
-    "rerank": ("cross-encoder", "similarity"),
+ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
+    "embeddings": ("sentence-transformers", "fake"),
+    "sparse-embeddings": ("sentence-transformers", "fake"),
+    "rerank": ("cross-encoder", "similarity", "fake"),
 }
 PACKAGE_PREFIX = "package:"
 

@@ -26,6 +26,8 @@ from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.families import Family
+from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
@@ -69,6 +71,14 @@ class ModelHandle:
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._family: tuple[Family | None] | None = None  # (detected,) once read
+
+    @property
+    def family(self) -> Family | None:
+        """The model's family (families.py), read from its files once; None when they are not here."""
+        if self._family is None:
+            self._family = (detect_family(self.entry),)
+        return self._family[0]
 
     async def load(self, *, settle: bool = True) -> None:
         """Load the model unless it is ready; concurrent calls share one load. ``settle``: settle
@@ -195,6 +205,7 @@ class ModelHandle:
             "id": self.id,
             "name": spec.name,
             "type": spec.type,
+            "family": self.family.name if self.family else None,
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,

@@ -82,3 +82,14 @@ def test_results_come_back_in_input_order_whatever_the_batching() -> None:
 def test_server_errors_carry_status_and_body() -> None:
     with pytest.raises(ServerError, match=r"POST /api/v1/rerank: HTTP 422: .*bad"):
         _client(httpx.MockTransport(_server)).rerank("r1", "q", ["d"])
+
+
+def test_prompt_for_follows_the_servers_choice_for_a_purpose() -> None:
+    from embedserve.evaluation.client import _model_info
+
+    texts = {"query": "query: ", "document": "", "passage": "passage: "}  # E5's, with the library's empty document
+    entry = {"id": "e5", "type": "embeddings", "dimension": 3, "prompts": sorted(texts)}
+    e5 = _model_info({**entry, "prompt_texts": {k: {"text": v, "origin": "model"} for k, v in texts.items()}})
+    assert (e5.prompt_for("query"), e5.prompt_for("document")) == ("query", "passage")
+    nomic = _model_info({"id": "n", "type": "embeddings", "prompts": ["search_document", "search_query"]})
+    assert (nomic.prompt_for("query"), nomic.prompt_for("document")) == ("search_query", "search_document")

@@ -253,6 +253,7 @@ class ModelInfo(BaseModel):
     id: str
     name: str
     type: str
+    family: str | None  # kind/architecture (docs/families.md); None while the model's files are not local
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]
