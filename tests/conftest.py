@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.family_models import TinyModel, build_family_models
 from helpers.server import ROOT, Server, running_server
 from helpers.tiny_models import build_tiny_models
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder (unit, api, integration, e2e, browser, robustness) so ``-m`` can pick layers."""
+    """Mark tests by folder (unit, api, integration, e2e, browser, robustness, container) so ``-m`` can pick layers."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness"):
+        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness", "container"):
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
@@ -47,6 +48,12 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
+    """One tiny random model per family of the support matrix (helpers/family_models.py)."""
+    return build_family_models(tmp_path_factory.mktemp("family-models"))
 
 
 @pytest.fixture(scope="session")

