@@ -7,15 +7,15 @@
 # the container runs with a read-only root filesystem. The catalogue is /etc/embedserve/models.yaml
 # (mount another one there, or point EMBEDSERVE_CONFIG at one).
 #
-# Stages, ordered so that a change of the code rebuilds only the small layers: `deps` (torch and the
+# Stages, ordered so that a change of the code rebuilds only the small layers: `torch`, `deps` (the
 # dependencies), `app` (embedserve and the exports, from the code), `venv` (deps without the build
 # tools) and the image (Python, the venv, then the app's files on top).
 
 # The CUDA variant: an NVIDIA base image (compose.cuda.yaml).
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# --- deps: a virtual environment with torch and embedserve's dependencies -----------------------------
-FROM ${BASE_IMAGE} AS deps
+# --- torch: Python and a virtual environment with torch ----------------------------------------------------
+FROM ${BASE_IMAGE} AS torch
 ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -35,20 +35,27 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
     && /opt/venv/bin/pip install "setuptools>=77"
 ENV PATH=/opt/venv/bin:$PATH
-
-# The dependencies, from pyproject.toml alone (a stub package stands in for the code), so that this
-# layer is rebuilt when they change, not on every change of the code. Versions: pyproject.toml.
 WORKDIR /src
-COPY pyproject.toml ./
+
+# --- requirements: embedserve[models]'s requirements, read from pyproject.toml ------------------------------
+FROM torch AS requirements
+COPY pyproject.toml deploy/container/requirements.py ./
+RUN python3 requirements.py pyproject.toml models > requirements.txt
+
+# --- deps: the dependencies, installed before the code is copied ------------------------------------------
+# requirements.txt changes only when they do (not with another extra or a tool setting), so this
+# layer is rebuilt only then.
+FROM torch AS deps
+ARG PIP_CERT
+ARG PIP_FIND_LINKS
+COPY --from=requirements /src/requirements.txt ./
+# (versions: pyproject.toml)
 # hadolint ignore=DL3013
-RUN mkdir -p src/embedserve && touch README.md src/embedserve/__init__.py \
-    && pip install --no-build-isolation ".[models]" \
-    && pip uninstall -y embedserve \
-    && rm -rf build src README.md
+RUN pip install --requirement requirements.txt
 
 # --- app: embedserve itself and the exports of the catalogue -----------------------------------------
 FROM deps AS app
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-build-isolation --no-deps .
 # The catalogue baked in (the CUDA variant: deploy/container/models.cuda.yaml) and its onnx/openvino

@@ -87,6 +87,7 @@ class Container:
     name: str
     url: str
     started: float  # time.monotonic() just before `podman run`
+    load_before: float  # the 1-minute load average then
     ready_seconds: float = 0.0
 
     def logs(self) -> str:
@@ -105,6 +106,7 @@ def running_container(image: str, run_args: Sequence[str] = (), command: Sequenc
     """The image on the host's network, bound to 127.0.0.1 and a free port; removed afterwards."""
     port = free_port()
     name = f"embedserve-test-{uuid.uuid4().hex[:8]}"
+    load = os.getloadavg()[0]
     started = time.monotonic()
     podman(
         "run",
@@ -122,7 +124,7 @@ def running_container(image: str, run_args: Sequence[str] = (), command: Sequenc
         *command,
     )
     try:
-        yield Container(name, f"http://127.0.0.1:{port}", started)
+        yield Container(name, f"http://127.0.0.1:{port}", started, load)
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
 
