@@ -178,4 +178,5 @@ def test_huge_requests_cannot_hold_the_tokenizer(open_server: Server) -> None:
     assert set(statuses) <= {200, 429, 503}, statuses
     # seconds on a busy machine (before: minutes, behind all of the big ones' tokenization)
     assert max(times) < 8.0, f"a normal request took up to {max(times):.1f} s behind the big ones"
-    a.check(health_s=3.0, rss_mib=1500)
+    # /health waits behind the parsing of the 15 MB bodies on the event loop (linear in the body)
+    a.check(health_s=5.0, rss_mib=1500)
