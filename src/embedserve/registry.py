@@ -24,6 +24,7 @@ from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_size, default_batch_tokens
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
+from embedserve.engines.multi_vector import MultiTaskEngine
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.gate import DeviceGate
@@ -176,6 +177,7 @@ class ModelHandle:
             "id": self.id,
             "name": spec.name,
             "type": spec.type,
+            "serves": list(spec.serves),
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,
@@ -253,8 +255,7 @@ class Registry:
         context.note_model(handle.id)
         return handle
 
-    def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
-        """The model a request names (or the default of ``model_type``), checked to serve that type."""
+    def _for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
         if model_id is None:
             default = self.catalog.default_id(model_type)
             if default is None:
@@ -266,13 +267,21 @@ class Registry:
             raise ModelNotFound(model_id, self.models)
         handle = found
         context.note_model(handle.id)
-        if handle.entry.spec.type != model_type:
-            same = [m.id for m in self.models.values() if m.entry.spec.type == model_type]
+        if model_type not in handle.entry.spec.serves:
+            same = [m.id for m in self.models.values() if model_type in m.entry.spec.serves]
             raise WrongModelType(
                 f"model '{model_id}' is of type {handle.entry.spec.type}; this endpoint needs a model of type "
                 f"{model_type}: {', '.join(same) or '(none in the catalogue)'}",
                 param="model",
             )
+        return handle
+
+    def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
+        """The model a request names (or the default of ``model_type``), checked to serve that type;
+        a model that serves several types comes as a :class:`TaskView` of ``model_type``."""
+        handle = self._for_task(model_id, model_type)
+        if len(handle.entry.spec.serves) > 1:
+            return TaskView(handle, model_type)
         return handle
 
     def health(self) -> dict[str, Any]:
@@ -316,6 +325,48 @@ class Registry:
             if engine is not None:
                 engine.close()
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class TaskView(ModelHandle):
+    """A model that serves several types (``bge-m3``) seen as one of them, so ``tasks`` use it as
+    they use any model of that type: its engine is the model's view for the type
+    (:meth:`MultiTaskEngine.view`) and each output of the shared batcher is narrowed to the
+    type's part (:meth:`MultiTaskEngine.pick`). State, loading and the batcher stay the model's:
+    one loaded copy and one queue, whatever route a request came by."""
+
+    def __init__(self, handle: ModelHandle, task: str) -> None:
+        self._handle = handle
+        self.task = task
+        self.entry = handle.entry
+        self.id = handle.id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    async def _multi(self) -> MultiTaskEngine:
+        engine = await self._handle.ready_engine()
+        if not isinstance(engine, MultiTaskEngine):
+            raise TypeError(f"model {self.id}: engine {type(engine).__name__} serves one type. This is a bug.")
+        return engine
+
+    async def load(self, *, settle: bool = True) -> None:
+        await self._handle.load(settle=settle)
+
+    async def unload(self) -> None:
+        await self._handle.unload()
+
+    async def ready_engine(self) -> Engine:
+        return (await self._multi()).view(self.task)
+
+    async def tokenize(self, fn: Callable[[], T]) -> T:
+        return await self._handle.tokenize(fn)
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        engine = await self._multi()
+        return engine.pick(self.task, await self._handle.submit(units))
+
+    def info(self) -> dict[str, Any]:
+        return self._handle.info()
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

@@ -232,7 +232,7 @@ async def rerank(
     tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
     # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
-    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, raw_scores)
+    scores = await asyncio.to_thread(engine.scores, outputs, n_query, raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[:top_n] if top_n else order, scores, tokens)
 

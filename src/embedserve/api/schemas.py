@@ -242,6 +242,7 @@ class ModelInfo(BaseModel):
     id: str
     name: str
     type: str
+    serves: list[str] = Field(description="the types it serves: its own, or several for a bge-m3 model")
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]

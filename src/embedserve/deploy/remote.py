@@ -231,8 +231,8 @@ class RemoteRerankEngine(_RemoteEngine, RerankEngine):  # type: ignore[misc]
         result: RerankUnits = self._handle.call_sync("encode_pairs", query, list(documents), side, doc_limit)
         return result
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
-        result: FloatArray = self._handle.call_sync("scores", np.asarray(outputs), query_units, raw)
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
+        result: FloatArray = self._handle.call_sync("scores", list(outputs), query_units, raw)
         return result
 
 

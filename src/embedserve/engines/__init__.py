@@ -39,6 +39,12 @@ def create_engine(entry: CatalogEntry) -> Engine:
     from embedserve.engines import sentence_transformers as st
 
     spec = entry.spec
+    if spec.type == "multi-vector" or spec.engine_name == "late-interaction":
+        from embedserve.engines import colbert
+
+        return (
+            colbert.ColBERTEngine(entry) if spec.type == "multi-vector" else colbert.LateInteractionRerankEngine(entry)
+        )
     if spec.type == "embeddings":
         return st.STDenseEngine(entry)
     if spec.type == "sparse-embeddings":

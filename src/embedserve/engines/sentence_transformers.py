@@ -246,7 +246,7 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         out: FloatArray = logits.reshape(len(batch)).cpu().numpy()
         return out
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
         logits = np.asarray(outputs, dtype=np.float32)
         if raw or self.model.activation_fn is None:
             return logits
@@ -283,6 +283,6 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
         unit: FloatArray = torch.nn.functional.normalize(vectors, p=2, dim=1).cpu().numpy()
         return unit
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
         vectors = np.asarray(outputs, dtype=np.float32)
         return np.asarray(vectors[query_units:] @ vectors[0], dtype=np.float32)
