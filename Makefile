@@ -10,7 +10,7 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --n
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test test-fast lint bench bench-sts bench-eval bench-quality screenshot clean
+.PHONY: run test test-fast lint reference-venv bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -32,15 +32,31 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=<path>" >&2; exit 1; }
 	$(APT_INSTALL) chromium || { $(SUDO) apt-get update -q && $(APT_INSTALL) chromium; }
 
+# The reference libraries the multi-vector tests check against (pylate, FlagEmbedding) pin
+# sentence-transformers 5.3 and transformers <= 5.3: a venv of their own, torch pinned first and
+# again with the rest; pylate without its dependencies (fast-plaid, its index, pins torch 2.11).
+REFERENCE_VENV ?= .venv-reference
+export EMBEDSERVE_REFERENCE_PYTHON ?= $(abspath $(REFERENCE_VENV))/bin/python
+$(REFERENCE_VENV)/.installed:
+	$(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(REFERENCE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(REFERENCE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" "sentence-transformers==5.3.0" \
+		"transformers==5.3.0" scipy datasets pandas accelerate "ujson==5.12.0" "FlagEmbedding==1.4.2"
+	$(REFERENCE_VENV)/bin/pip install --quiet --no-deps "pylate==1.6.0"
+	touch $@
+
+reference-venv: $(REFERENCE_VENV)/.installed
+
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test $(CHROMIUM)
+test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-test-fast: $(VENV)/.installed-test $(CHROMIUM)
+test-fast: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test

@@ -74,14 +74,16 @@ Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "multi-vector", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers",),
-    "sparse-embeddings": ("sentence-transformers",),
-    "multi-vector": ("sentence-transformers",),
+    "embeddings": ("sentence-transformers", "bge-m3"),
+    "sparse-embeddings": ("sentence-transformers", "bge-m3"),
+    "multi-vector": ("sentence-transformers", "bge-m3"),
     "rerank": ("cross-encoder", "similarity", "late-interaction"),
 }
 # Engines whose one loaded copy serves several types (the entry's ``type`` is the one it is the
 # default for); any other engine serves its entry's type alone.
-MULTI_TYPE_ENGINES: dict[str, tuple[str, ...]] = {}
+MULTI_TYPE_ENGINES: dict[str, tuple[str, ...]] = {
+    "bge-m3": ("embeddings", "sparse-embeddings", "multi-vector"),
+}
 # Engines that run on torch only (no export for onnx/openvino): the per-token pipelines of
 # MultiVectorEncoder and of the late-interaction reranker.
 TORCH_ONLY: dict[tuple[str, str], str] = {

@@ -32,6 +32,7 @@ from embedserve.memory import settle_heap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HYBRID_TYPES = ("embeddings", "sparse-embeddings", "multi-vector")
 EngineFactory = Callable[[CatalogEntry], Engine]
 ObserverFactory = Callable[[str], Observer]  # model id → what its batch thread reports each pass to
 
@@ -283,6 +284,27 @@ class Registry:
         if len(handle.entry.spec.serves) > 1:
             return TaskView(handle, model_type)
         return handle
+
+    def for_hybrid(self, model_id: str | None) -> ModelHandle:
+        """A model that gives dense, sparse and multi-vector outputs from one pass (``bge-m3``),
+        named or the first in the catalogue, as its ``hybrid`` view."""
+        hybrid = [m.id for m in self.models.values() if set(HYBRID_TYPES) <= set(m.entry.spec.serves)]
+        if model_id is None:
+            if not hybrid:
+                raise ModelNotFound("(a bge-m3 model)", self.models)
+            model_id = hybrid[0]
+        handle = self.models.get(model_id)
+        if handle is None:
+            raise ModelNotFound(model_id, self.models)
+        context.note_model(handle.id)
+        if model_id not in hybrid:
+            raise WrongModelType(
+                f"model '{model_id}' (engine {handle.entry.spec.engine_name}) gives one output type; this endpoint "
+                f"needs a model that gives dense, sparse and multi-vector outputs (engine bge-m3): "
+                f"{', '.join(hybrid) or '(none in the catalogue)'}",
+                param="model",
+            )
+        return TaskView(handle, "hybrid")
 
     def health(self) -> dict[str, Any]:
         states = [m.state for m in self.models.values()]

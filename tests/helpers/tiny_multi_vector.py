@@ -70,3 +70,29 @@ def build_tiny_colbert(dest: Path, seed: int = 0, *, expansion: str | None = "fi
     )
     model.save(str(dest))
     return dest
+
+
+def build_tiny_m3(dest: Path, seed: int = 0) -> Path:
+    """A BGE-M3 laid out as FlagEmbedding loads it: an XLM-RoBERTa (random, small) with
+    ``colbert_linear.pt`` (hidden → hidden, FlagEmbedding's default ``colbert_dim``) and
+    ``sparse_linear.pt`` (hidden → 1) beside it."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    torch.manual_seed(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_tokenizer(dest)
+    config = XLMRobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=0,  # the WordPiece tokenizer's [PAD]: XLM-R's positions count from it
+    )
+    XLMRobertaModel(config).save_pretrained(dest)
+    torch.save(torch.nn.Linear(32, 32).state_dict(), dest / "colbert_linear.pt")
+    torch.save(torch.nn.Linear(32, 1).state_dict(), dest / "sparse_linear.pt")
+    return dest

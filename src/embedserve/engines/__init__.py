@@ -39,6 +39,10 @@ def create_engine(entry: CatalogEntry) -> Engine:
     from embedserve.engines import sentence_transformers as st
 
     spec = entry.spec
+    if spec.engine_name == "bge-m3":
+        from embedserve.engines.bge_m3 import BGEM3Engine
+
+        return BGEM3Engine(entry)
     if spec.type == "multi-vector" or spec.engine_name == "late-interaction":
         from embedserve.engines import colbert
 

@@ -74,6 +74,10 @@ class MultiVectorEngine(Engine):
     def forward(self, batch: Sequence[Tokens]) -> list[TokenVectors]:
         """One :class:`TokenVectors` per unit."""
 
+    def side_limit(self, kind: InputKind) -> int:
+        """Tokens a text of this side is read up to (default: the model's ``max_length``)."""
+        return self.max_length
+
     def token_texts(self, ids: IntArray) -> list[str]:
         """The vocabulary string of each token id."""
         return self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
