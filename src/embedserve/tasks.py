@@ -1,6 +1,7 @@
 """The three tasks (dense, sparse, rerank) on top of the registry, free of HTTP.
 
-Each task checks its inputs against the configured limits, resolves the prompt, tokenizes
+Each task checks its inputs against the configured limits, resolves the prompt (against the
+model's own prompts and the catalogue's, merged: ``model_settings``), tokenizes
 once (the counts give usage and the over-long check when truncation is off; the truncated ids
 go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
 ``api/`` only map their wire fields onto these calls.
@@ -18,18 +19,27 @@ import numpy.typing as npt
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
-from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.model_settings import similarity_scores
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import ModelHandle
+from embedserve.settings import Settings
+
+_SETTINGS = Settings.model_fields  # the defaults below are the settings' own
 
 
 @dataclass(frozen=True)
 class Limits:
     """Server-wide request limits (a model's ``max_inputs`` overrides ``max_inputs`` and ``max_documents``)."""
 
-    max_inputs: int = 2048
-    max_input_chars: int = 100_000
-    max_documents: int = 1000  # documents per rerank request
+    max_inputs: int = _SETTINGS["max_inputs"].default
+    max_input_chars: int = _SETTINGS["max_input_chars"].default
+    max_documents: int = _SETTINGS["max_documents"].default  # documents per rerank request
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits ``settings`` set."""
+        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents)
 
 
 def check_texts(
@@ -66,22 +76,6 @@ def check_text(text: str, limits: Limits, where: str) -> None:
         ) from None
 
 
-def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None) -> str | None:
-    """A literal prompt, a named one from the catalogue, or the model's default prompt."""
-    if prompt is not None and prompt_name is not None:
-        raise InvalidInput("give options.prompt or options.prompt_name, not both", param="options.prompt_name")
-    if prompt is not None:
-        return prompt
-    if prompt_name is not None:
-        if prompt_name not in spec.prompts:
-            names = ", ".join(sorted(spec.prompts)) or "(this model defines none)"
-            raise InvalidInput(
-                f"unknown prompt_name '{clip(prompt_name)}'; prompts: {names}", param="options.prompt_name"
-            )
-        return spec.prompts[prompt_name]
-    return spec.prompts[spec.default_prompt] if spec.default_prompt else None
-
-
 def used_tokens(
     units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
 ) -> int:
@@ -101,19 +95,15 @@ def _item(param: str) -> Callable[[int], str]:
     return lambda i: f"{param}[{i}]"
 
 
-def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
-    """The first of ``names`` that the model defines a prompt for (a dialect's ``input_type`` or
-    ``task`` mapped onto the catalogue's prompts), else ``None``: the model's default prompt."""
-    return next((name for name in names if name in spec.prompts), None)
-
-
 @dataclass(frozen=True)
 class EmbedOptions:
+    """How :func:`embed` computes and returns dense vectors (a dialect maps its wire fields here)."""
+
     normalize: bool | None = None
     prompt: str | None = None
     prompt_name: str | None = None
     precision: Precision = "float32"
-    dimensions: int | None = None
+    dimensions: int | None = None  # None: the model's default (catalogue dimensions, else truncate_dim)
     truncate: bool = True
     truncation_direction: Side = "right"  # which end of an over-long input is cut
     max_tokens: int | None = None  # a lower token cap than the model's max_length
@@ -130,8 +120,9 @@ async def embed(
 ) -> DenseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    prompt = resolve_prompt(spec, options.prompt, options.prompt_name)
     engine = await handle.ready_engine()
+    settings = handle.settings(engine)
+    prompt = settings.resolve(options.prompt, options.prompt_name)
     dimension = engine.dimension or 0
     if options.dimensions is not None and not 1 <= options.dimensions <= dimension:
         raise InvalidInput(
@@ -144,8 +135,9 @@ async def embed(
     units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction, limit))
     tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
-    if options.dimensions is not None:
-        vectors = np.ascontiguousarray(vectors[:, : options.dimensions])
+    width = options.dimensions or settings.dimensions
+    if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
+        vectors = np.ascontiguousarray(vectors[:, :width])
     unit = spec.normalize if options.normalize is None else options.normalize
     if unit:
         vectors = normalize(vectors)
@@ -160,29 +152,32 @@ class SparseResult:
     terms: list[list[str]] | None
 
 
+@dataclass(frozen=True)
+class SparseOptions:
+    """How :func:`embed_sparse` computes and returns sparse vectors."""
+
+    prompt: str | None = None
+    prompt_name: str | None = None
+    top_k: int | None = None  # keep the k largest weights of each vector
+    return_tokens: bool = False  # also the vocabulary token of each index
+    truncate: bool = True
+    truncation_direction: Side = "right"
+
+
 async def embed_sparse(
-    handle: ModelHandle,
-    texts: Sequence[str],
-    *,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    return_tokens: bool = False,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    limits: Limits,
-    param: str = "input",
+    handle: ModelHandle, texts: Sequence[str], options: SparseOptions, limits: Limits, param: str = "input"
 ) -> SparseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    resolved = resolve_prompt(spec, prompt, prompt_name)
-
     engine = await handle.ready_engine()
+    resolved = handle.settings(engine).resolve(options.prompt, options.prompt_name)
     assert isinstance(engine, SparseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
-    tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
-    vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
-    terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction))
+    tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
+    vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
+    terms = None
+    if options.return_tokens:
+        terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors])
     return SparseResult(vectors, tokens, terms)
 
 
@@ -200,21 +195,26 @@ class RerankResult:
     tokens: int
 
 
+@dataclass(frozen=True)
+class RerankOptions:
+    """How :func:`rerank` scores and orders documents."""
+
+    top_n: int | None = None  # return only the n best
+    truncate: bool = True
+    truncation_direction: Side = "right"
+    max_tokens_per_doc: int | None = None  # cut each document to this many tokens (special tokens included)
+    raw_scores: bool = False  # the model's scores before its activation
+
+
 async def rerank(
     handle: ModelHandle,
     query: str,
     documents: Sequence[str],
-    *,
-    top_n: int | None = None,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    max_tokens_per_doc: int | None = None,
-    raw_scores: bool = False,
+    options: RerankOptions,
     limits: Limits,
     param: str = "documents",
 ) -> RerankResult:
-    """``max_tokens_per_doc`` cuts each document to that many tokens (special tokens included)
-    before scoring; ``raw_scores`` asks for the model's scores before its activation."""
+    """The documents ordered by their score against ``query``, most relevant first."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
@@ -222,19 +222,19 @@ async def rerank(
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
     prepared = await handle.tokenize(
-        lambda: engine.encode_pairs(query, documents, truncation_direction, max_tokens_per_doc)
+        lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc)
     )
     n_query = prepared.query_units
 
     def where(i: int) -> str:
         return "query" if i < n_query else f"{param}[{i - n_query}]"
 
-    tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
+    tokens = used_tokens(prepared.units, engine.max_length, options.truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
     # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
-    scores = await asyncio.to_thread(engine.scores, outputs, n_query, raw_scores)
+    scores = await asyncio.to_thread(engine.scores, outputs, n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-    return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+    return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
 
 
 async def embed_types(
@@ -264,14 +264,17 @@ async def similarity(
     source_param: str = "source_sentence",
     param: str = "sentences",
 ) -> tuple[npt.NDArray[np.float32], int]:
-    """Cosine similarity of ``source`` with each sentence (TEI's and HF's sentence-similarity)."""
+    """The model's similarity function (``similarity_fn_name``: cosine unless the model says
+    otherwise) of ``source`` with each sentence (TEI's and HF's sentence-similarity), on the
+    embeddings as the model outputs them: ``model.similarity(model.encode(...), ...)``."""
     check_text(source, limits, source_param)
     check_texts(sentences, limits, handle.entry.spec, param)
-    unit = replace(options, normalize=True, precision="float32")
-    query = await embed(handle, [source], unit, limits, source_param)
-    others = await embed(handle, sentences, unit, limits, param)
-    scores = others.embeddings.astype(np.float32) @ query.embeddings[0].astype(np.float32)
-    return np.asarray(scores, dtype=np.float32), query.tokens + others.tokens
+    raw = replace(options, normalize=False, precision="float32")
+    query = await embed(handle, [source], raw, limits, source_param)
+    others = await embed(handle, sentences, raw, limits, param)
+    function = (await handle.model_settings()).similarity or "cosine"
+    scores = similarity_scores(function, query.embeddings[0], others.embeddings)
+    return scores, query.tokens + others.tokens
 
 
 async def tokenize(
@@ -285,9 +288,9 @@ async def tokenize(
 ) -> list[list[Token]]:
     """The tokens the model reads for each text (prompt included), untruncated."""
     check_texts(texts, limits, handle.entry.spec, param)
-    prompt = resolve_prompt(handle.entry.spec, None, prompt_name)
-    inputs = [prompt + t for t in texts] if prompt else list(texts)
     engine = await handle.ready_engine()
+    prompt = handle.settings(engine).resolve(None, prompt_name)
+    inputs = [prompt + t for t in texts] if prompt else list(texts)
     return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens))
 
 

@@ -201,6 +201,7 @@ class _RemoteEngine:
         self._handle = handle
         self.max_length = int(facts["max_length"])
         self.dimension = facts["dimension"]
+        self.own_settings = facts.get("own_settings")
         self.device = str(facts["device"])
         self.tokenizer = _RemoteTokenizer(handle, int(facts["vocab_size"]))
 
@@ -242,6 +243,13 @@ def _stand_in(handle: RemoteModelHandle, facts: dict[str, Any]) -> Engine:
         "sparse-embeddings": RemoteSparseEngine,
         "rerank": RemoteRerankEngine,
     }
-    engine = kinds[handle.entry.spec.type](handle, facts)
+    spec = handle.entry.spec
+    if spec.type not in kinds or len(spec.serves) > 1:
+        raise ModelUnavailable(
+            f"model '{handle.id}' (type {spec.type}, engine {spec.engine_name}) is not served under --ray; "
+            "serve it without --ray",
+            param="model",
+        )
+    engine = kinds[spec.type](handle, facts)
     assert isinstance(engine, Engine)
     return engine

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from embedserve.catalog import CatalogEntry
-from embedserve.engines.base import DenseEngine, Engine, SparseEngine, SparseVector
+from embedserve.engines.base import DenseEngine, Engine, EngineOptions, SparseEngine, SparseVector
 from embedserve.engines.multi_vector import (
     InputKind,
     M3Output,
@@ -75,9 +75,10 @@ class BGEM3Engine(MultiTaskEngine):
 
     task = "bge-m3"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
         from embedserve.engines import export
 
+        self.options = options or EngineOptions()
         spec = entry.spec
         directory = export.source_directory(entry)
         missing = [name for name in HEADS if not (directory / name).is_file()]
@@ -88,6 +89,8 @@ class BGEM3Engine(MultiTaskEngine):
         hf_tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=spec.trust_remote_code)
         model = AutoModel.from_pretrained(str(directory), trust_remote_code=spec.trust_remote_code)
         model.eval().to(self.device)
+        if self.device == "cpu":
+            self.max_batch_tokens = 1024  # as the sentence-transformers engines (long inputs, few at a time)
         positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         if getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta"):
             positions -= int(model.config.pad_token_id or 0) + 1  # positions start after the padding index
@@ -136,11 +139,12 @@ class BGEM3Engine(MultiTaskEngine):
             spec.name, "bge-m3", spec.backend, spec.quantize, export.source_revision(directory), self._inputs
         )
         wrapped = _HiddenStates(self.model).eval()
-        path = export.ExportCache().get_or_build(
+        path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(wrapped, "hidden", key, dest), f"model {entry.id}"
         )
         # one input per run, unpadded: the hidden states of a batch differ in length (see runtimes)
         self.runtime = load_runtime(spec.backend, path, spec.threads, 1).wide
+        self.is_padded, self.max_batch_size, self.max_batch_tokens = False, 8, 8192
         self.model.to("meta")
         gc.collect()
 

@@ -28,7 +28,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
 
 from embedserve.catalog import CatalogEntry
-from embedserve.engines.base import FloatArray, RerankEngine, RerankUnits
+from embedserve.engines.base import EngineOptions, FloatArray, RerankEngine, RerankUnits
 from embedserve.engines.multi_vector import (
     DOCUMENT_GROUP,
     QUERY_GROUP,
@@ -68,7 +68,8 @@ class ColBERTEngine(_STModel, MultiVectorEngine):
 
     task = "multi-vector"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         model = MultiVectorEncoder(entry.source.location, **_load_kwargs(entry))
         transformer = model[0]
         if entry.spec.max_length is not None:
@@ -171,7 +172,8 @@ class TokenEmbeddingEngine(_STModel, MultiVectorEngine):
     task = "dense"
     similarity: Similarity = "meanmaxsim"
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
         model = SentenceTransformer(entry.source.location, **_load_kwargs(entry))
         if entry.spec.max_length is not None:
             model.max_seq_length = entry.spec.max_length
@@ -206,15 +208,17 @@ class LateInteractionRerankEngine(RerankEngine):
     """Reranks by MaxSim between the query's and each document's token vectors. Units: the query
     (as a query), then each document (as a document)."""
 
-    def __init__(self, entry: CatalogEntry) -> None:
+    def __init__(self, entry: CatalogEntry, options: EngineOptions | None = None) -> None:
         colbert = is_multi_vector_model(entry.source.location)
-        self.inner: MultiVectorEngine = ColBERTEngine(entry) if colbert else TokenEmbeddingEngine(entry)
+        inner = ColBERTEngine(entry, options) if colbert else TokenEmbeddingEngine(entry, options)
+        self.inner: MultiVectorEngine = inner
         self.tokenizer = self.inner.tokenizer
         self.max_length = self.inner.max_length
         self.dimension = self.inner.dimension
         self.device = self.inner.device
         self.passes = self.inner.passes
         self.shares_device = self.inner.shares_device
+        self.max_batch_tokens = self.inner.max_batch_tokens
         log.info(
             "model %s: late interaction over %s, %s",
             entry.id,
