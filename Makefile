@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 # MkDocs 1.x prints a banner about its successor on every build
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test test-fast lint docs reference-venv bench bench-sts bench-eval bench-quality screenshot clean
+.PHONY: run test test-fast container-prereqs lint docs reference-venv bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -51,11 +51,17 @@ $(REFERENCE_VENV)/.installed:
 
 reference-venv: $(REFERENCE_VENV)/.installed
 
+# The image test (tests/container) builds the Dockerfile with podman: podman from apt and a local
+# debian:bookworm-slim made with debootstrap, when missing (no image registry is needed).
+container-prereqs:
+	.ci/container-prereqs.sh
+
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM) container-prereqs
 	$(BIN)/ruff check src tests bench docs/hooks
+	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest

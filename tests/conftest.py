@@ -13,16 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.family_models import TinyModel, build_family_models
 from helpers.server import ROOT, Server, running_server
 from helpers.tiny_models import build_tiny_models
 from helpers.tiny_multi_vector import build_tiny_colbert
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder (unit, api, integration, e2e, browser, robustness) so ``-m`` can pick layers."""
+    """Mark tests by folder (unit, api, integration, e2e, browser, robustness, container) so ``-m`` can pick layers."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness"):
+        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness", "container"):
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
@@ -54,6 +55,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_colbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random ColBERT (MultiVectorEncoder: markers, [MASK] expansion, skiplist, projection)."""
     return build_tiny_colbert(tmp_path_factory.mktemp("tiny-colbert") / "colbert")
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
+    """One tiny random model per family of the support matrix (helpers/family_models.py)."""
+    return build_family_models(tmp_path_factory.mktemp("family-models"))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | multi-vector | rerank
         engine: sentence-transformers | bge-m3 | cross-encoder | similarity | late-interaction
+                | fake (tests: no model, hashed vectors)
                                       # bge-m3 (types embeddings, sparse-embeddings, multi-vector): one
                                       # loaded copy serves all three (docs/multi-vector.md)
         device: auto | cpu | cuda | cuda:N | mps
@@ -84,11 +85,11 @@ Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "multi-vector", "rerank")
-ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers", "bge-m3"),
-    "sparse-embeddings": ("sentence-transformers", "bge-m3"),
+ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
+    "embeddings": ("sentence-transformers", "bge-m3", "fake"),
+    "sparse-embeddings": ("sentence-transformers", "bge-m3", "fake"),
     "multi-vector": ("sentence-transformers", "bge-m3"),
-    "rerank": ("cross-encoder", "similarity", "late-interaction"),
+    "rerank": ("cross-encoder", "similarity", "late-interaction", "fake"),
 }
 # Engines whose one loaded copy serves several types (the entry's ``type`` is the one it is the
 # default for); any other engine serves its entry's type alone.

@@ -27,6 +27,8 @@ from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.multi_vector import MultiTaskEngine
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.families import Family
+from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
@@ -71,6 +73,14 @@ class ModelHandle:
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._family: tuple[Family | None] | None = None  # (detected,) once read
+
+    @property
+    def family(self) -> Family | None:
+        """The model's family (families.py), read from its files once; None when they are not here."""
+        if self._family is None:
+            self._family = (detect_family(self.entry),)
+        return self._family[0]
 
     async def load(self, *, settle: bool = True) -> None:
         """Load the model unless it is ready; concurrent calls share one load. ``settle``: settle
@@ -198,6 +208,7 @@ class ModelHandle:
             "name": spec.name,
             "type": spec.type,
             "serves": list(spec.serves),
+            "family": self.family.name if self.family else None,
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,
@@ -221,6 +232,7 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
+            "default": spec.default,
             # before the load, the catalogue's limits: the engine fills in the rest when it loads
             "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},

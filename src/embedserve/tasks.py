@@ -170,9 +170,14 @@ async def embed_sparse(
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
     engine = await handle.ready_engine()
-    resolved = handle.settings(engine).resolve(options.prompt, options.prompt_name)
     assert isinstance(engine, SparseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction))
+    settings = handle.settings(engine)
+    # a side of a Router model (query, document) may be named without a prompt of that name
+    name = options.prompt_name
+    side_only = name is not None and name in engine.tasks and name not in settings.prompts
+    resolved = settings.resolve(options.prompt, None if side_only else name)
+    task = name or settings.default_prompt
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction, task=task))
     tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
     vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
     terms = None

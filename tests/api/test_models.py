@@ -29,6 +29,13 @@ async def test_listing_has_the_seed_fields_and_more(client: httpx.AsyncClient) -
     assert by_id["tiny-sparse"]["dimension"] == 30522 and by_id["tiny-sparse"]["max_length"] == 64
     assert by_id["tiny-similarity"]["engine"] == "similarity"
     assert by_id["tiny-rerank"]["engine"] == "cross-encoder"
+    families = {i: by_id[i]["family"] for i in ("tiny-dense", "tiny-sparse", "tiny-rerank", "tiny-similarity")}
+    assert families == {
+        "tiny-dense": "dense/bert",
+        "tiny-sparse": "sparse/bert",
+        "tiny-rerank": "rerank/bert",
+        "tiny-similarity": "dense/bert",  # it runs the dense model
+    }
     assert by_id["lazy-dense"]["state"] == "not_loaded" and by_id["lazy-dense"]["loaded"] is False
 
 

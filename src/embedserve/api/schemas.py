@@ -253,6 +253,7 @@ class ModelInfo(BaseModel):
     id: str
     name: str
     type: str
+    family: str | None  # kind/architecture (docs/families.md); None while the model's files are not local
     serves: list[str] = Field(description="the types it serves: its own, or several for a bge-m3 model")
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
@@ -277,6 +278,7 @@ class ModelInfo(BaseModel):
     preload: bool
     trust_remote_code: bool
     description: str | None
+    default: bool  # the catalogue's default: true (the model a request of this type gets when it names none)
     load_seconds: float | None
     batching: BatchingInfo
     stats: BatchStats

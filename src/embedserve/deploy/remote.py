@@ -209,9 +209,14 @@ class _RemoteEngine:
         raise RuntimeError("forward passes run in the model's replicas (submit). This is a bug.")
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
-        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit)
+        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit, task)
         return result
 
 

@@ -225,7 +225,12 @@ class _DenseView(_View, DenseEngine):
         self.dimension = m3.dimension
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
         return self.m3.encode_texts([prompt + t for t in texts] if prompt else texts, side, limit)
 
@@ -236,7 +241,12 @@ class _SparseView(_View, SparseEngine):
         self.dimension = m3.vocab_size
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
         return self.m3.encode_texts([prompt + t for t in texts] if prompt else texts, side, limit)
 
