@@ -66,7 +66,8 @@ async def embed_multi(
     check_texts(texts, limits, handle.entry.spec, param)
     engine = await _engine(handle)
     check_dimensions(dimensions, engine, handle.id)
-    units = await handle.tokenize(lambda: engine.encode_inputs(texts, kind, truncation_direction))
+    chars = sum(map(len, texts))
+    units = await handle.tokenize(lambda: engine.encode_inputs(texts, kind, truncation_direction), chars)
     limit = engine.side_limit(kind)
     tokens = used_tokens(units, limit, truncate, lambda i: f"{param}[{i}]", handle.id)
     vectors = [_cut(v, dimensions) for v in await handle.submit(units)]
@@ -90,7 +91,8 @@ async def align(handle: ModelHandle, query: str, document: str, *, limits: Limit
     check_text(document, limits, "document")
     engine = await _engine(handle)
     units = await handle.tokenize(
-        lambda: engine.encode_inputs([query], "query") + engine.encode_inputs([document], "document")
+        lambda: engine.encode_inputs([query], "query") + engine.encode_inputs([document], "document"),
+        len(query) + len(document),
     )
     q, d = await handle.submit(units)
     alignment = maxsim(q.vectors, d.vectors, engine.similarity)
@@ -120,7 +122,7 @@ async def embed_hybrid(
     (``handle``: the model's ``hybrid`` view, see ``Registry.for_hybrid``)."""
     check_texts(texts, limits, handle.entry.spec, param)
     engine = await _engine(handle)
-    units = await handle.tokenize(lambda: engine.encode_inputs(texts, "document"))
+    units = await handle.tokenize(lambda: engine.encode_inputs(texts, "document"), sum(map(len, texts)))
     tokens = used_tokens(units, engine.max_length, truncate, lambda i: f"{param}[{i}]", handle.id)
     results: list[M3Output] = await handle.submit(units)
     sparse_terms = colbert_terms = None

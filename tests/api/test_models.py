@@ -72,7 +72,8 @@ async def test_unload_then_load(client: httpx.AsyncClient, app: FastAPI) -> None
     refused = await client.post("/api/v1/embed_sparse", json={"model": "tiny-sparse", "input": "x"})
     assert refused.status_code == 503
     assert "POST /api/v1/models/tiny-sparse/load" in refused.json()["error"]["message"]
-    loaded = await client.get("/api/v1/models/tiny-sparse/load")  # GET too, as the seed had it
+    assert (await client.get("/api/v1/models/tiny-sparse/load")).status_code == 405  # a state change: POST only
+    loaded = await client.post("/api/v1/models/tiny-sparse/load")
     assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
     assert (await client.post("/api/v1/embed_sparse", json={"model": "tiny-sparse", "input": "x"})).status_code == 200
 

@@ -159,10 +159,11 @@ def test_family_on_engine(
         assert (getattr(engine, "runtime", None) is not None) == exported
         for side, expected in references[name].items():
             together, alone = _served(engine, model, side)
-            if exported:  # each input runs alone on an exported engine: the same numbers in any batch
-                np.testing.assert_array_equal(together, alone, err_msg=side)
-            else:
-                np.testing.assert_allclose(together, alone, atol=1e-5, err_msg=side)
+            # a batch gives what its inputs give alone (exported engines run each input alone, on a
+            # session with fewer threads when the batch has several: float rounding apart)
+            np.testing.assert_allclose(
+                together, alone, atol=(1e-3 if int8 else 1e-6) if exported else 1e-5, err_msg=side
+            )
             if model.type == "embeddings":
                 least = float(_cosines(together, expected).min())
                 assert least >= (INT8_COSINE if int8 else FP32_COSINE), f"{side}: cosine {least}"
