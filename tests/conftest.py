@@ -16,6 +16,7 @@ import pytest
 from helpers.family_models import TinyModel, build_family_models
 from helpers.server import ROOT, Server, running_server
 from helpers.tiny_models import build_tiny_models
+from helpers.tiny_multi_vector import build_tiny_colbert
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,6 +49,12 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_colbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random ColBERT (MultiVectorEncoder: markers, [MASK] expansion, skiplist, projection)."""
+    return build_tiny_colbert(tmp_path_factory.mktemp("tiny-colbert") / "colbert")
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from embedserve.catalog import CatalogEntry, ModelSpec
 TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8 = "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"
 ENGINES: tuple[str, ...] = (TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8)
 EXPORTED = ENGINES[1:]
-TYPES = {"embeddings": "dense", "sparse-embeddings": "sparse", "rerank": "rerank"}
+TYPES = {"embeddings": "dense", "sparse-embeddings": "sparse", "multi-vector": "multi-vector", "rerank": "rerank"}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
+from embedserve.engines.multi_vector import MultiTaskEngine
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.families import Family
@@ -39,6 +40,7 @@ from embedserve.tokenizer_pool import TokenizerPool, chunks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HYBRID_TYPES = ("embeddings", "sparse-embeddings", "multi-vector")
 EngineFactory = Callable[[CatalogEntry], Engine]
 ObserverFactory = Callable[[str], Observer]  # model id → what its batch thread reports each pass to
 
@@ -313,6 +315,7 @@ def describe(
         "id": entry.id,
         "name": spec.name,
         "type": spec.type,
+        "serves": list(spec.serves),
         "family": family.name if family else None,
         "engine": spec.engine_name,
         "backend": spec.backend,
@@ -408,8 +411,7 @@ class Registry:
         context.note_model(handle.id)
         return handle
 
-    def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
-        """The model a request names (or the default of ``model_type``), checked to serve that type."""
+    def _for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
         if model_id is None:
             default = self.catalog.default_id(model_type)
             if default is None:
@@ -421,14 +423,43 @@ class Registry:
             raise ModelNotFound(model_id, self.models)
         handle = found
         context.note_model(handle.id)
-        if handle.entry.spec.type != model_type:
-            same = [m.id for m in self.models.values() if m.entry.spec.type == model_type]
+        if model_type not in handle.entry.spec.serves:
+            same = [m.id for m in self.models.values() if model_type in m.entry.spec.serves]
             raise WrongModelType(
                 f"model '{model_id}' is of type {handle.entry.spec.type}; this endpoint needs a model of type "
                 f"{model_type}: {', '.join(same) or '(none in the catalogue)'}",
                 param="model",
             )
         return handle
+
+    def for_task(self, model_id: str | None, model_type: str) -> ModelHandle:
+        """The model a request names (or the default of ``model_type``), checked to serve that type;
+        a model that serves several types comes as a :class:`TaskView` of ``model_type``."""
+        handle = self._for_task(model_id, model_type)
+        if len(handle.entry.spec.serves) > 1:
+            return TaskView(handle, model_type)
+        return handle
+
+    def for_hybrid(self, model_id: str | None) -> ModelHandle:
+        """A model that gives dense, sparse and multi-vector outputs from one pass (``bge-m3``),
+        named or the first in the catalogue, as its ``hybrid`` view."""
+        hybrid = [m.id for m in self.models.values() if set(HYBRID_TYPES) <= set(m.entry.spec.serves)]
+        if model_id is None:
+            if not hybrid:
+                raise ModelNotFound("(a bge-m3 model)", self.models)
+            model_id = hybrid[0]
+        handle = self.models.get(model_id)
+        if handle is None:
+            raise ModelNotFound(model_id, self.models)
+        context.note_model(handle.id)
+        if model_id not in hybrid:
+            raise WrongModelType(
+                f"model '{model_id}' (engine {handle.entry.spec.engine_name}) gives one output type; this endpoint "
+                f"needs a model that gives dense, sparse and multi-vector outputs (engine bge-m3): "
+                f"{', '.join(hybrid) or '(none in the catalogue)'}",
+                param="model",
+            )
+        return TaskView(handle, "hybrid")
 
     def health(self) -> dict[str, Any]:
         states = [m.state for m in self.models.values()]
@@ -466,6 +497,87 @@ class Registry:
         for handle in self.models.values():
             await handle.close()
         self._tokenizer_pool.close()
+
+
+class TaskView:
+    """A model that serves several types (``bge-m3``) seen as one of them, so ``tasks`` use it as
+    they use any model of that type: its engine is the model's view for the type
+    (:meth:`MultiTaskEngine.view`) and each output of the shared batcher is narrowed to the
+    type's part (:meth:`MultiTaskEngine.pick`). State, loading and the batcher stay the model's:
+    one loaded copy and one queue, whatever route a request came by."""
+
+    def __init__(self, handle: ModelHandle, task: str) -> None:
+        self._handle = handle
+        self.task = task
+        self.entry = handle.entry
+        self.id = handle.id
+
+    @property
+    def state(self) -> ModelState:
+        return self._handle.state
+
+    @state.setter
+    def state(self, value: ModelState) -> None:
+        self._handle.state = value
+
+    @property
+    def error(self) -> str | None:
+        return self._handle.error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._handle.error = value
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self._handle.load_seconds
+
+    @load_seconds.setter
+    def load_seconds(self, value: float | None) -> None:
+        self._handle.load_seconds = value
+
+    @property
+    def queue_depth(self) -> int:
+        return self._handle.queue_depth
+
+    async def _multi(self) -> MultiTaskEngine:
+        engine = await self._handle.ready_engine()
+        if not isinstance(engine, MultiTaskEngine):
+            raise TypeError(f"model {self.id}: engine {type(engine).__name__} serves one type. This is a bug.")
+        return engine
+
+    async def load(self, *, settle: bool = True) -> None:
+        await self._handle.load(settle=settle)
+
+    async def unload(self) -> None:
+        await self._handle.unload()
+
+    async def ready_engine(self) -> Engine:
+        return (await self._multi()).view(self.task)
+
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        return self._handle.settings(engine)
+
+    async def model_settings(self) -> ModelSettings:
+        return self.settings(await self.ready_engine())
+
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        return await self._handle.tokenize(fn, chars)
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        return await self._handle.tokenize_texts(texts, encode, prefix_chars)
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        engine = await self._multi()
+        return engine.pick(self.task, await self._handle.submit(units))
+
+    def info(self) -> dict[str, Any]:
+        return self._handle.info()
+
+    async def close(self) -> None:
+        """The model is closed by the registry, not through a view of it."""
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

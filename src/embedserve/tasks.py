@@ -274,7 +274,7 @@ async def rerank(
     tokens = used_tokens(prepared.units, engine.max_length, options.truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
     # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
-    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, options.raw_scores)
+    scores = await asyncio.to_thread(engine.scores, outputs, n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
 

@@ -25,6 +25,7 @@ NOT_IN_SCHEMA = {("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/playgroun
 NOT_SETTINGS = {
     "EMBEDSERVE_API_KEY": "clients: embedserve eval and the playground's snippets",
     "EMBEDSERVE_SOAK_SECONDS": "tests/robustness/test_soak.py",
+    "EMBEDSERVE_REFERENCE_PYTHON": "tests/helpers/reference.py (pylate and FlagEmbedding)",
 }
 
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__
-from embedserve.api import cohere, health, models, native, openai, playground, tei
+from embedserve.api import cohere, health, models, multi_vector, native, openai, playground, tei
 from embedserve.api.auth import APIKeyAuth
 from embedserve.api.body_limit import BodyLimits
 from embedserve.api.disconnect import CancelOnDisconnect
@@ -93,7 +93,7 @@ def create_app(
     app.add_middleware(ShutdownGuard, drain=app.state.drain)
     app.add_middleware(RequestContextMiddleware, timeout=settings.request_timeout, metrics=metrics)
     install_error_handlers(app)
-    for module in (openai, native, cohere, tei, models, health):
+    for module in (openai, native, multi_vector, cohere, tei, models, health):
         dialect = getattr(module.router.route_class, "dialect", "openai")
         app.include_router(module.router, responses=error_responses(dialect))
     # Read by the front door (``/``), which links the playground only where it is served.

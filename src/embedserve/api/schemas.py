@@ -268,6 +268,7 @@ class ModelInfo(BaseModel):
     name: str
     type: str
     family: str | None  # kind/architecture (docs/families.md); None while the model's files are not local
+    serves: list[str] = Field(description="the types it serves: its own, or several for a bge-m3 model")
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]

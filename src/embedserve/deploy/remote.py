@@ -268,8 +268,8 @@ class RemoteRerankEngine(_RemoteEngine, RerankEngine):  # type: ignore[misc]
         result: RerankUnits = self._handle.call_sync("encode_pairs", query, list(documents), side, doc_limit)
         return result
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
-        result: FloatArray = self._handle.call_sync("scores", np.asarray(outputs), query_units, raw)
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
+        result: FloatArray = self._handle.call_sync("scores", list(outputs), query_units, raw)
         return result
 
 
@@ -279,6 +279,13 @@ def _stand_in(handle: RemoteModelHandle, facts: dict[str, Any]) -> Engine:
         "sparse-embeddings": RemoteSparseEngine,
         "rerank": RemoteRerankEngine,
     }
-    engine = kinds[handle.entry.spec.type](handle, facts)
+    spec = handle.entry.spec
+    if spec.type not in kinds or len(spec.serves) > 1:
+        raise ModelUnavailable(
+            f"model '{handle.id}' (type {spec.type}, engine {spec.engine_name}) is not served under --ray; "
+            "serve it without --ray",
+            param="model",
+        )
+    engine = kinds[spec.type](handle, facts)
     assert isinstance(engine, Engine)
     return engine

@@ -45,6 +45,18 @@ def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> 
 
         return create_fake_engine(entry)
     passive_omp_threads()
+    if spec.engine_name == "bge-m3":
+        from embedserve.engines.bge_m3 import BGEM3Engine
+
+        return BGEM3Engine(entry, options)
+    if spec.type == "multi-vector" or spec.engine_name == "late-interaction":
+        from embedserve.engines import colbert
+
+        return (
+            colbert.ColBERTEngine(entry, options)
+            if spec.type == "multi-vector"
+            else colbert.LateInteractionRerankEngine(entry, options)
+        )
     from embedserve import families
     from embedserve.engines import sentence_transformers as st
 

@@ -163,6 +163,7 @@ class RerankEngine(Engine):
         """One row (or one raw score) per unit."""
 
     @abstractmethod
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
-        """Relevance of each document, from the forward outputs of one request's units; ``raw``:
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
+        """Relevance of each document, from the forward outputs of one request's units (the list
+        the batcher returned, one per unit, in order); ``raw``:
         before the model's activation (a cross-encoder's logits), where it has one."""

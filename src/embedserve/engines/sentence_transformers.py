@@ -310,7 +310,7 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         out: FloatArray = logits.reshape(len(batch)).cpu().numpy()
         return out
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
         logits = np.asarray(outputs, dtype=np.float32)
         if raw or self.model.activation_fn is None:
             return logits
@@ -352,6 +352,6 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
         out: FloatArray = self._embed(batch).float().cpu().numpy()
         return out
 
-    def scores(self, outputs: FloatArray, query_units: int, raw: bool = False) -> FloatArray:
+    def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
         vectors = np.asarray(outputs, dtype=np.float32)[:, : self.width]
         return similarity_scores(self.similarity, vectors[0], vectors[query_units:])
