@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 # MkDocs 1.x prints a banner about its successor on every build
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test test-fast container-prereqs lint docs bench bench-sts bench-eval bench-quality screenshot clean
+.PHONY: run test test-fast container-prereqs lint docs reference-venv bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -35,6 +35,22 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=<path>" >&2; exit 1; }
 	$(APT_INSTALL) chromium || { $(SUDO) apt-get update -q && $(APT_INSTALL) chromium; }
 
+# The reference libraries the multi-vector tests check against (pylate, FlagEmbedding) pin
+# sentence-transformers 5.3 and transformers <= 5.3: a venv of their own, torch pinned first and
+# again with the rest; pylate without its dependencies (fast-plaid, its index, pins torch 2.11).
+REFERENCE_VENV ?= .venv-reference
+export EMBEDSERVE_REFERENCE_PYTHON ?= $(abspath $(REFERENCE_VENV))/bin/python
+$(REFERENCE_VENV)/.installed:
+	$(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(REFERENCE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(REFERENCE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" "sentence-transformers==5.3.0" \
+		"transformers==5.3.0" scipy datasets pandas accelerate "ujson==5.12.0" "FlagEmbedding==1.4.2"
+	$(REFERENCE_VENV)/bin/pip install --quiet --no-deps "pylate==1.6.0"
+	touch $@
+
+reference-venv: $(REFERENCE_VENV)/.installed
+
 # The image test (tests/container) builds the Dockerfile with podman: podman from apt and a local
 # debian:bookworm-slim made with debootstrap, when missing (no image registry is needed).
 container-prereqs:
@@ -43,13 +59,14 @@ container-prereqs:
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test $(CHROMIUM) container-prereqs
+test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM) container-prereqs
 	$(BIN)/ruff check src tests bench docs/hooks
+	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest
 
-test-fast: $(VENV)/.installed-test $(CHROMIUM)
+test-fast: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test

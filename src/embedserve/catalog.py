@@ -5,8 +5,11 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
     models:
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
-        type: embeddings | sparse-embeddings | rerank
-        engine: sentence-transformers | cross-encoder | similarity
+        type: embeddings | sparse-embeddings | multi-vector | rerank
+        engine: sentence-transformers | bge-m3 | cross-encoder | similarity | late-interaction
+                | fake (tests: no model, hashed vectors)
+                                      # bge-m3 (types embeddings, sparse-embeddings, multi-vector): one
+                                      # loaded copy serves all three (docs/multi-vector.md)
         device: auto | cpu | cuda | cuda:N | mps
         backend: torch                # torch | onnx | openvino: what runs the forward pass
                                       # (docs/engines.md); onnx/openvino export on first load, CPU only
@@ -77,15 +80,27 @@ from pydantic import (
 
 from embedserve.errors import CatalogError
 
-ModelType = Literal["embeddings", "sparse-embeddings", "rerank"]
+ModelType = Literal["embeddings", "sparse-embeddings", "multi-vector", "rerank"]
 Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
-MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
-ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers",),
-    "sparse-embeddings": ("sentence-transformers",),
-    "rerank": ("cross-encoder", "similarity"),
+MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "multi-vector", "rerank")
+ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
+    "embeddings": ("sentence-transformers", "bge-m3", "fake"),
+    "sparse-embeddings": ("sentence-transformers", "bge-m3", "fake"),
+    "multi-vector": ("sentence-transformers", "bge-m3"),
+    "rerank": ("cross-encoder", "similarity", "late-interaction", "fake"),
+}
+# Engines whose one loaded copy serves several types (the entry's ``type`` is the one it is the
+# default for); any other engine serves its entry's type alone.
+MULTI_TYPE_ENGINES: dict[str, tuple[str, ...]] = {
+    "bge-m3": ("embeddings", "sparse-embeddings", "multi-vector"),
+}
+# Engines that run on torch only (no export for onnx/openvino): the per-token pipelines of
+# MultiVectorEncoder and of the late-interaction reranker.
+TORCH_ONLY: dict[tuple[str, str], str] = {
+    ("multi-vector", "sentence-transformers"): "a MultiVectorEncoder (ColBERT) model",
+    ("rerank", "late-interaction"): "the late-interaction reranker",
 }
 PACKAGE_PREFIX = "package:"
 
@@ -180,6 +195,9 @@ class ModelSpec(BaseModel):
             raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
+        torch_only = TORCH_ONLY.get((self.type, self.engine_name))
+        if torch_only is not None and self.backend != "torch":
+            raise ValueError(f"backend: {self.backend} cannot run {torch_only}; use backend torch")
         if self.quantize != "none" and self.backend == "torch":
             raise ValueError(f"quantize: {self.quantize} needs backend onnx or openvino; backend torch runs fp32")
         if self.dtype != "float32" and self.backend != "torch":
@@ -202,6 +220,11 @@ class ModelSpec(BaseModel):
     def engine_name(self) -> str:
         assert self.engine is not None  # set by the validator
         return self.engine
+
+    @property
+    def serves(self) -> tuple[str, ...]:
+        """The types this entry's model serves: its own, or all of a multi-type engine's."""
+        return MULTI_TYPE_ENGINES.get(self.engine_name, (self.type,))
 
 
 @dataclass(frozen=True)
@@ -232,9 +255,12 @@ class Catalog:
 
     def default_id(self, model_type: str | None = None) -> str | None:
         """The model a request of ``model_type`` gets when it names none: the one marked
-        ``default``, else the first of that type. With no type: the first model marked default,
-        else the first model (what TEI's untyped routes, ``/info`` and ``POST /``, serve)."""
+        ``default``, else the first of that type, else the first that serves it (a ``bge-m3``
+        entry of another type). With no type: the first model marked default, else the first
+        model (what TEI's untyped routes, ``/info`` and ``POST /``, serve)."""
         entries = [e for e in self.entries.values() if model_type is None or e.spec.type == model_type]
+        if not entries and model_type is not None:
+            entries = [e for e in self.entries.values() if model_type in e.spec.serves]
         marked = [e.id for e in entries if e.spec.default]
         return marked[0] if marked else (entries[0].id if entries else None)
 

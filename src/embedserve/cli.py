@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +21,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from embedserve import __version__
-from embedserve.catalog import Catalog, load_catalog, resolve_source
+from embedserve.catalog import Catalog, ModelSpec, load_catalog, resolve_source
 from embedserve.errors import CatalogError
+from embedserve.model_settings import merge, read_model_config
 from embedserve.settings import LogFormat, LogLevel, Settings
 
 log = logging.getLogger("embedserve")
@@ -173,25 +176,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
+    from embedserve.families import for_directory
+
+    rows = [("ID", "TYPE", "FAMILY", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
+        directory: Path | None = None
         try:
             source = resolve_source(spec.name, base)
             kind, status = source.describe(), "yes"
             if source.kind == "hub":
-                status = "cached" if _hub_cached(source.location, spec.revision) else "needs hub access"
+                directory = _hub_cached(source.location, spec.revision)
+                status = "cached" if directory else "needs hub access"
+            else:
+                directory = Path(source.location)
         except ValueError as exc:
             kind, status = "-", f"no: {exc}"
+        found = for_directory(directory, spec) if directory is not None else None
         rows.append(
             (
                 entry.id,
                 spec.type,
+                found.name if found else "-",
                 spec.engine_name,
                 spec.backend + ("-int8" if spec.quantize == "int8" else ""),
                 "yes" if spec.trust_remote_code else "no",
                 kind,
                 status,
+                _prompts(spec, directory),
                 spec.name,
             )
         )
@@ -229,13 +241,30 @@ def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     return 0
 
 
-def _hub_cached(repo_id: str, revision: str | None) -> bool:
+def _prompts(spec: ModelSpec, directory: Path | None) -> str:
+    """The model's non-empty prompts, its own and the catalogue's: ``name(origin)``, the default
+    marked ``*``; ``?`` when the model's files are not on this machine."""
+    try:
+        settings = merge(spec, read_model_config(directory, spec) if directory else None)
+    except ValueError as exc:
+        return f"error: {exc}"
+    shown = [
+        f"{name}({p.origin}){'*' if name == settings.default_prompt else ''}"
+        for name, p in sorted(settings.prompts.items())
+        if p.text
+    ]
+    return ",".join(shown) or ("-" if directory else "?")
+
+
+def _hub_cached(repo_id: str, revision: str | None) -> Path | None:
+    """The model's directory in the Hugging Face cache, if it is there."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except Exception:
-        return False
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _serve(settings: Settings, catalog: Catalog) -> int:
@@ -243,6 +272,7 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
 
     from embedserve.api import create_app
     from embedserve.api.connections import ConnectionLimits, guarded_protocol, raise_fd_limit
+    from embedserve.api.shutdown import BACKSTOP, GracefulServer
     from embedserve.engines import passive_omp_threads
     from embedserve.logs import configure_logging
 
@@ -271,27 +301,47 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log.info("API keys: %d configured; requests without one get 401", len(settings.api_keys))
     if warning := bind_warning(settings):
         log.warning(warning)
-    # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
-    # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
+    # On SIGTERM uvicorn stops accepting; requests in flight (queued ones included) may finish for
+    # shutdown_grace seconds, then the drain answers those left with 503 (api/shutdown.py), and the
+    # lifespan's shutdown closes the models.
     raise_fd_limit()
     limits = ConnectionLimits(
         header_timeout=settings.header_timeout,
         min_body_rate=settings.min_body_rate,
         max_header_bytes=settings.max_header_bytes,
         max_connections=settings.max_connections,
+        allowed_hosts=None if settings.api_keys else tuple(h.lower() for h in settings.allowed_hosts),
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
         access_log=False,  # embedserve.access logs each request, with its id
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        timeout_graceful_shutdown=settings.shutdown_grace + BACKSTOP,
         http=guarded_protocol(limits),  # header, body and idle timeouts, header size, connection cap
         timeout_keep_alive=settings.idle_timeout,
     )
+    GracefulServer(config, drain=app.state.drain, grace=settings.shutdown_grace).run()
+    _exit_past_busy_threads()
     return 0
+
+
+def _exit_past_busy_threads(wait: float = 2.0) -> None:
+    """Exit now (status 0) if a worker thread is still busy a moment after the server stopped: a
+    tokenizer or forward pass of a request already answered with 503 must not hold up the exit
+    that Python's interpreter shutdown would otherwise wait for."""
+    deadline = time.monotonic() + wait
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        log.warning("worker threads still busy after shutdown: exiting without waiting for them")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _ray_config(settings: Settings, catalog: Catalog) -> int:

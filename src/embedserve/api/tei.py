@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from embedserve import __version__, tasks
 from embedserve.api import schemas_tei as s
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import LimitsDep, RegistryDep, SettingsDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.openai import input_texts
 from embedserve.api.responses import FastJSONResponse, base64_rows
@@ -172,6 +172,7 @@ async def decode(
 async def info(
     registry: RegistryDep,
     limits: LimitsDep,
+    settings: SettingsDep,
     x_model: ModelHeader = None,
     model: Annotated[str | None, Query(description="catalogue id (or the X-Model header)")] = None,
 ) -> FastJSONResponse:
@@ -190,16 +191,17 @@ async def info(
         {
             "model_id": handle.id,
             "model_sha": spec.revision,
-            "model_dtype": "float32",
+            "model_dtype": "int8" if spec.quantize == "int8" else spec.dtype,
             "model_type": model_type,
             "prompts": {name: p["text"] for name, p in described["prompt_texts"].items()} or None,
-            "max_concurrent_requests": 512,
+            # the model's queue bound: past it, 429 (a request queues at least one input)
+            "max_concurrent_requests": spec.batching.max_queue,
             "max_input_length": max_length,
             "max_batch_tokens": max_inputs * (max_length or 512),
             "max_batch_requests": None,
             "max_client_batch_size": max_inputs,
             "auto_truncate": True,
-            "tokenization_workers": 1,
+            "tokenization_workers": settings.tokenizer_threads,
             "version": __version__,
             "sha": None,
             "docker_label": None,

@@ -7,6 +7,7 @@ importing the API layer never pulls in torch.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import DenseEngine, Engine, EngineOptions, RerankEngine, SparseEngine, SparseVector
@@ -37,11 +38,39 @@ def passive_omp_threads() -> None:
 def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> Engine:
     """Load the model of ``entry`` (blocking) and return its engine; ``options``: the server's
     settings the engine reads (default: none set)."""
-    passive_omp_threads()
-    from embedserve.engines import sentence_transformers as st
-
     spec = entry.spec
     options = options or EngineOptions()
+    if spec.engine_name == "fake":  # model-free, for tests: no torch
+        from embedserve.engines.fake import create_fake_engine
+
+        return create_fake_engine(entry)
+    passive_omp_threads()
+    if spec.engine_name == "bge-m3":
+        from embedserve.engines.bge_m3 import BGEM3Engine
+
+        return BGEM3Engine(entry, options)
+    if spec.type == "multi-vector" or spec.engine_name == "late-interaction":
+        from embedserve.engines import colbert
+
+        return (
+            colbert.ColBERTEngine(entry, options)
+            if spec.type == "multi-vector"
+            else colbert.LateInteractionRerankEngine(entry, options)
+        )
+    from embedserve import families
+    from embedserve.engines import sentence_transformers as st
+
+    family = families.detect(entry)
+    if family is not None:
+        families.check_engine(entry, family)
+        if family.key == "static" and spec.type == "embeddings":
+            from embedserve.engines.static import StaticDenseEngine
+
+            return StaticDenseEngine(entry, families.local_directory(entry) or Path(entry.source.location))
+        if family.key == "inference-free-splade" and spec.type == "sparse-embeddings":
+            from embedserve.engines.routed import RoutedSparseEngine
+
+            return RoutedSparseEngine(entry)
     if spec.type == "embeddings":
         return st.STDenseEngine(entry, options)
     if spec.type == "sparse-embeddings":

@@ -369,9 +369,12 @@
   }
 
   function fillModelChoices() {
-    const kinds = { dense: "embeddings", sparse: "sparse-embeddings", rerank: "rerank" };
+    const kinds = { dense: "embeddings", sparse: "sparse-embeddings", rerank: "rerank", multi: "multi-vector" };
     for (const [panel, type] of Object.entries(kinds)) {
-      const ids = state.models.filter((m) => m.type === type).map((m) => m.id);
+      // a model's own type first, then those that also serve this type (a bge-m3 model serves three)
+      const own = state.models.filter((m) => m.type === type);
+      const also = state.models.filter((m) => m.type !== type && Array.isArray(m.serves) && m.serves.includes(type));
+      const ids = own.concat(also).map((m) => m.id);
       $(`#${panel}-models`).replaceChildren(...ids.map((id) => h("option", { value: id })));
       const input = $(`#${panel}-model`);
       if (!input.value && ids.length) input.value = ids[0];
@@ -662,6 +665,73 @@
     );
   }
 
+  // ---- multi-vector: the MaxSim alignment ----------------------------------------------------
+  async function runMulti(event) {
+    event.preventDefault();
+    const panel = $("#multi");
+    await run(panel, async () => {
+      const body = {
+        model: $("#multi-model").value.trim(),
+        query: $("#multi-query").value.trim(),
+        document: $("#multi-document").value.trim(),
+      };
+      const c = await call("POST", "api/v1/multi_vector/align", body);
+      renderAlignment(c.data);
+      const after = [
+        "body = response.json()",
+        'for match in body["matches"]:',
+        '    query_token = body["query_tokens"][match["query_index"]]',
+        '    document_token = body["document_tokens"][match["document_index"]]',
+        '    print(query_token, "->", document_token, round(match["similarity"], 3))',
+      ];
+      showRequest(panel, c, [["python", "Python (requests)", requestsSnippet(c, after)]]);
+    });
+  }
+
+  function renderAlignment(r) {
+    const out = $("#multi-output");
+    const matches = r.matches || [];
+    const hi = Math.max(1e-9, ...matches.map((m) => Math.abs(m.similarity)));
+    const matchedBy = new Map();
+    for (const m of matches) matchedBy.set(m.document_index, (matchedBy.get(m.document_index) || 0) + 1);
+    const docTokens = r.document_tokens.map((token, j) => h("span", {
+      class: matchedBy.has(j) ? "tok matched" : "tok",
+      "data-j": j,
+      title: matchedBy.has(j) ? `matched by ${matchedBy.get(j)} query token(s)` : "matched by no query token",
+    }, token));
+    const highlight = (j, on) => {
+      const span = $(`#multi-output .doc-tokens [data-j="${j}"]`);
+      if (span) span.classList.toggle("hl", on);
+    };
+    const rows = matches.map((m) => {
+      const frac = Math.max(0, m.similarity) / hi;
+      const row = h("tr", { class: "match", tabindex: "0", "data-q": m.query_index, "data-d": m.document_index, "data-sim": m.similarity },
+        h("td", { class: "qtok" }, r.query_tokens[m.query_index]),
+        h("td", { class: "dtok" }, r.document_tokens[m.document_index], h("span", { class: "muted small" }, ` #${m.document_index + 1}`)),
+        h("td", { class: "score" },
+          s("svg", { width: 100, height: 12, viewBox: "0 0 100 12", "aria-hidden": "true", class: "scorebar" },
+            s("rect", { x: 0, y: 1, width: 100, height: 10, rx: 2, class: "track" }),
+            s("rect", { x: 0, y: 1, width: Math.max(1, frac * 100), height: 10, rx: 2, class: "fill" })),
+          h("span", { class: "num" }, ` ${fmt(m.similarity)}`)));
+      for (const [name, on] of [["mouseenter", true], ["mouseleave", false], ["focus", true], ["blur", false]]) {
+        row.addEventListener(name, () => highlight(m.document_index, on));
+      }
+      return row;
+    });
+    const how = r.similarity === "meanmaxsim" ? "mean" : "sum";
+    out.replaceChildren(
+      h("p", { class: "summary", "data-role": "score" },
+        `MaxSim score ${fmt(r.score)}: the ${how} of the ${matches.length} query tokens' best similarities.`),
+      h("p", { class: "doc-tokens", "aria-label": "Document tokens" }, docTokens),
+      h("div", { class: "table-wrap" }, h("table", { class: "alignment" },
+        h("caption", { class: "visually-hidden" }, "Each query token and the document token it matched"),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Query token"), h("th", { scope: "col" }, "Matched document token"),
+          h("th", { scope: "col" }, "Similarity"))),
+        h("tbody", {}, rows))),
+      h("p", { class: "muted small" }, `${r.model}, ${r.usage ? r.usage.total_tokens : "?"} tokens.`),
+    );
+  }
+
   // ---- start-up -----------------------------------------------------------------------------
   function showFatal(message) {
     const box = $("#fatal");
@@ -695,6 +765,7 @@
     $("#dense-form").addEventListener("submit", runDense);
     $("#sparse-form").addEventListener("submit", runSparse);
     $("#rerank-form").addEventListener("submit", runRerank);
+    $("#multi-form").addEventListener("submit", runMulti);
     submitOnCtrlEnter($("#dense-texts"));
     submitOnCtrlEnter($("#rerank-docs"));
     let resizeTimer = 0;
