@@ -6,7 +6,9 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | rerank
-        engine: sentence-transformers | cross-encoder | similarity
+        engine: sentence-transformers | cross-encoder | similarity | fusion
+        fuse: {dense: <id>, sparse: <id>, sparse_weight: 0.1}  # engine fusion only (and then no name):
+                                      # scores with these catalogue models, sharing them (fusion.py)
         device: auto | cpu | cuda | cuda:N | mps
         backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
                                       # "Choosing an engine"); onnx/openvino export on first load, CPU only
@@ -74,8 +76,12 @@ MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {
     "embeddings": ("sentence-transformers",),
     "sparse-embeddings": ("sentence-transformers",),
-    "rerank": ("cross-encoder", "similarity"),
+    "rerank": ("cross-encoder", "similarity", "fusion"),
 }
+FUSION = "fusion"
+"""The rerank engine that runs no model of its own: it scores with two other catalogue models."""
+# what an entry of engine fusion may set besides its type: the rest belongs to the models it uses
+FUSION_FIELDS = frozenset({"type", "engine", "fuse", "max_inputs", "description", "default", "preload"})
 PACKAGE_PREFIX = "package:"
 
 
@@ -107,6 +113,16 @@ class AutoscalingSpec(BaseModel):
         return self
 
 
+class FuseSpec(BaseModel):
+    """What a reranker of engine ``fusion`` scores with: the catalogue ids of a dense and a sparse model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dense: str = Field(min_length=1)
+    sparse: str = Field(min_length=1)
+    sparse_weight: float = Field(default=0.1, ge=0, le=1000)  # w in fusion.py (its DEFAULT_SPARSE_WEIGHT)
+
+
 class RaySpec(BaseModel):
     """How ``embedserve serve --ray`` deploys one model: its replicas and what each asks of the cluster.
     The defaults fit the three default models and the ingress on a 2-core machine."""
@@ -132,9 +148,10 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
+    name: str = ""  # required, except for engine fusion (which names its models in ``fuse``)
     type: ModelType
     engine: str | None = None
+    fuse: FuseSpec | None = None
     device: str = "auto"
     backend: Backend = "torch"
     quantize: Quantize = "none"
@@ -162,6 +179,12 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"engine: '{self.engine}' is not allowed for type {self.type}; allowed: {', '.join(allowed)}"
             )
+        if self.engine == FUSION:
+            self._check_fusion()
+        elif not self.name:
+            raise ValueError("field 'name' is required")
+        elif self.fuse is not None:
+            raise ValueError("fuse: applies to engine fusion only")
         if self.default_prompt is not None and self.default_prompt not in self.prompts:
             names = ", ".join(self.prompts) or "(no prompts defined)"
             raise ValueError(f"default_prompt: '{self.default_prompt}' is not a key of prompts; prompts: {names}")
@@ -179,6 +202,22 @@ class ModelSpec(BaseModel):
             raise ValueError(f"streams: {self.streams} exceeds threads: {self.threads}; each stream needs a thread")
         return self
 
+    def _check_fusion(self) -> None:
+        if self.fuse is None:
+            raise ValueError("engine fusion needs fuse: {dense: <catalogue id>, sparse: <catalogue id>}")
+        extra = sorted(set(self.model_fields_set) - FUSION_FIELDS)
+        if extra:
+            raise ValueError(
+                f"engine fusion runs no model of its own: {', '.join(extra)} belong(s) on the models it fuses "
+                f"({self.fuse.dense}, {self.fuse.sparse})"
+            )
+        object.__setattr__(self, "name", f"{self.fuse.dense} + {self.fuse.sparse}")
+
+    @property
+    def is_fusion(self) -> bool:
+        """A reranker that scores with other catalogue models and loads none of its own."""
+        return self.engine == FUSION
+
     @property
     def engine_name(self) -> str:
         assert self.engine is not None  # set by the validator
@@ -189,11 +228,11 @@ class ModelSpec(BaseModel):
 class Source:
     """Where a model's weights come from."""
 
-    kind: Literal["package", "path", "hub"]
+    kind: Literal["package", "path", "hub", "catalog"]
     location: str  # what loaders get: a directory for package/path, the hub id otherwise
 
     def describe(self) -> str:
-        return {"package": "package", "path": "local path", "hub": "hub id"}[self.kind]
+        return {"package": "package", "path": "local path", "hub": "hub id", "catalog": "catalogue models"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -268,6 +307,7 @@ def _format_error(model_id: str, error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         nested: dict[tuple[str, ...], type[BaseModel]] = {
             ("batching",): BatchingSpec,
+            ("fuse",): FuseSpec,
             ("ray",): RaySpec,
             ("ray", "autoscaling"): AutoscalingSpec,
         }
@@ -321,7 +361,9 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
             spec = ModelSpec.model_validate(raw)
         except ValidationError as exc:
             raise CatalogError(where + _format_error(model_id, dict(exc.errors()[0]))) from None
-        if check_sources:
+        if spec.is_fusion:
+            source = Source("catalog", spec.name)
+        elif check_sources:
             try:
                 source = resolve_source(spec.name, base_dir)
             except ValueError as exc:
@@ -329,6 +371,8 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
         else:
             source = Source("hub", spec.name)
         entries[model_id] = CatalogEntry(model_id, spec, source)
+    for entry in entries.values():
+        _check_fused_models(entry, entries, where)
     for model_type in MODEL_TYPES:
         marked = [e.id for e in entries.values() if e.spec.type == model_type and e.spec.default]
         if len(marked) > 1:
@@ -337,6 +381,22 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
                 f"{model_type} can be the default"
             )
     return Catalog(path, entries)
+
+
+def _check_fused_models(entry: CatalogEntry, entries: dict[str, CatalogEntry], where: str) -> None:
+    """A fusion reranker's ``fuse`` must name a model of the right type each."""
+    fuse = entry.spec.fuse
+    if fuse is None:
+        return
+    for role, model_id, wanted in (("dense", fuse.dense, "embeddings"), ("sparse", fuse.sparse, "sparse-embeddings")):
+        found = entries.get(model_id)
+        same = [e.id for e in entries.values() if e.spec.type == wanted]
+        if found is None or found.spec.type != wanted:
+            what = "is not in the catalogue" if found is None else f"is of type {found.spec.type}"
+            raise CatalogError(
+                f"{where}model '{entry.id}': field 'fuse.{role}': '{model_id}' {what}; "
+                f"name a model of type {wanted}: {', '.join(same) or '(none in the catalogue)'}"
+            )
 
 
 def load_catalog(path: Path, *, check_sources: bool = True) -> Catalog:

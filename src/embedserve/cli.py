@@ -186,7 +186,7 @@ def _models(catalog: Catalog) -> int:
     for entry in catalog.entries.values():
         spec = entry.spec
         try:
-            source = resolve_source(spec.name, base)
+            source = entry.source if spec.is_fusion else resolve_source(spec.name, base)
             kind, status = source.describe(), "yes"
             if source.kind == "hub":
                 status = "cached" if _hub_cached(source.location, spec.revision) else "needs hub access"

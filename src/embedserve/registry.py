@@ -197,6 +197,93 @@ class ModelHandle:
         }
 
 
+def _no_engine(entry: CatalogEntry) -> Engine:
+    raise RuntimeError(f"model '{entry.id}' loads no model of its own (engine fusion). This is a bug.")
+
+
+class FusionHandle(ModelHandle):
+    """A reranker of engine ``fusion``: it loads nothing and scores with the handles of the
+    catalogue's dense and sparse models named in its ``fuse`` (their weights, batch queues and
+    exports are shared; see ``tasks.rerank`` and ``fusion``).
+
+    It is ready when both are; loading it loads them. Unloading it only refuses its own requests
+    (503) until it is loaded again: the two models go on serving their own routes.
+    """
+
+    def __init__(
+        self,
+        entry: CatalogEntry,
+        dense: ModelHandle,
+        sparse: ModelHandle,
+        tokenizer_pool: ThreadPoolExecutor,
+        device_gate: Callable[[str], DeviceGate],
+    ) -> None:
+        self.dense, self.sparse = dense, sparse
+        self._unloaded = False
+        super().__init__(entry, _no_engine, tokenizer_pool, device_gate)
+
+    @property
+    def state(self) -> ModelState:
+        """Derived from the two models' states (and this handle's own unload)."""
+        if self._unloaded:
+            return ModelState.UNLOADED
+        states = {self.dense.state, self.sparse.state}
+        for state in (ModelState.FAILED, ModelState.LOADING, ModelState.UNLOADED, ModelState.NOT_LOADED):
+            if state in states:
+                return state
+        return ModelState.READY
+
+    @state.setter
+    def state(self, value: ModelState) -> None:
+        pass  # the base class's bookkeeping; the state is the two models'
+
+    @property
+    def error(self) -> str | None:
+        failed = [h for h in (self.dense, self.sparse) if h.state is ModelState.FAILED]
+        return "; ".join(f"model '{h.id}' failed to load: {h.error}" for h in failed) or None
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        pass
+
+    async def load(self, *, settle: bool = True) -> None:
+        self._unloaded = False
+        await asyncio.gather(self.dense.load(settle=settle), self.sparse.load(settle=settle))
+
+    async def unload(self) -> None:
+        self._unloaded = True
+        log.info("model %s: unloaded (its models %s and %s stay loaded)", self.id, self.dense.id, self.sparse.id)
+
+    async def ready_engine(self) -> Engine:
+        """The dense model's engine (its tokenizer serves this id's tokenize and decode), once
+        both models are ready; 503 while this handle is unloaded or either model failed."""
+        if self._unloaded:
+            raise ModelUnavailable(
+                f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
+            )
+        engine, _ = await asyncio.gather(self.dense.ready_engine(), self.sparse.ready_engine())
+        return engine
+
+    async def tokenize(self, fn: Callable[[], T]) -> T:
+        raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        raise RuntimeError(f"model '{self.id}' computes through its dense and sparse models. This is a bug.")
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        dense = self.dense.info()
+        info.update(
+            device=dense["device"],
+            max_length=dense["max_length"],
+            backend=dense["backend"],
+            quantize=dense["quantize"],
+            load_seconds=None,
+            fuse=self.entry.spec.fuse.model_dump() if self.entry.spec.fuse else None,
+        )
+        return info
+
+
 class Registry:
     """All catalogue models by id; lookup by id and task, start-up preload, shutdown."""
 
@@ -218,10 +305,24 @@ class Registry:
         self.models = {
             e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_gate, observer and observer(e.id))
             for e in catalog.entries.values()
+            if not e.spec.is_fusion
         }
+        self._add_fusions()
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
+
+    def _add_fusions(self) -> None:
+        """A handle for each reranker of engine fusion, over its models' handles, in catalogue order."""
+        handles: dict[str, ModelHandle] = {}
+        for entry in self.catalog.entries.values():
+            fuse = entry.spec.fuse
+            if entry.spec.is_fusion and fuse is not None:
+                dense, sparse = self.models[fuse.dense], self.models[fuse.sparse]
+                handles[entry.id] = FusionHandle(entry, dense, sparse, self._tokenizer_pool, self.device_gate)
+            else:
+                handles[entry.id] = self.models[entry.id]
+        self.models = handles
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""

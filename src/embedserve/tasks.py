@@ -9,18 +9,19 @@ go to the batcher), awaits the model's batcher, and post-processes the arrays. D
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from embedserve import fusion
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
-from embedserve.registry import ModelHandle
+from embedserve.registry import FusionHandle, ModelHandle, ModelState
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,11 @@ def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
     return next((name for name in names if name in spec.prompts), None)
 
 
+QUERY_PROMPTS = ("query",)
+DOCUMENT_PROMPTS = ("document", "passage")
+"""The prompt names a fusion reranker looks for on each side (the first its model defines)."""
+
+
 @dataclass(frozen=True)
 class EmbedOptions:
     normalize: bool | None = None
@@ -170,17 +176,20 @@ async def embed_sparse(
     return_tokens: bool = False,
     truncate: bool = True,
     truncation_direction: Side = "right",
+    max_tokens: int | None = None,
     limits: Limits,
     param: str = "input",
 ) -> SparseResult:
+    """``max_tokens``: a lower token cap than the model's ``max_length``."""
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
     resolved = resolve_prompt(spec, prompt, prompt_name)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, SparseEngine)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction))
-    tokens = used_tokens(units, engine.max_length, truncate, _item(param), handle.id)
+    limit = min(engine.max_length, max_tokens or engine.max_length)
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction, limit))
+    tokens = used_tokens(units, limit, truncate, _item(param), handle.id)
     vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
     terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None
     return SparseResult(vectors, tokens, terms)
@@ -218,6 +227,12 @@ async def rerank(
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
+    if isinstance(handle, FusionHandle):
+        fused = await _fused_scores(
+            handle, query, documents, truncate, truncation_direction, max_tokens_per_doc, limits, param
+        )
+        order = sorted(range(len(documents)), key=lambda i: -float(fused.scores[i]))
+        return replace(fused, order=order[:top_n] if top_n else order)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
@@ -235,6 +250,56 @@ async def rerank(
     scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+
+
+async def _fused_scores(
+    handle: FusionHandle,
+    query: str,
+    documents: Sequence[str],
+    truncate: bool,
+    side: Side,
+    max_tokens_per_doc: int | None,
+    limits: Limits,
+    param: str,
+) -> RerankResult:
+    """Engine ``fusion``: the query and the documents embedded by its dense and sparse models
+    (each with its ``query`` / ``document`` prompt where it defines one), scored by ``fusion``.
+    The four requests go to the two models' batchers together; the order is left to the caller."""
+    if handle.state is ModelState.UNLOADED:
+        await handle.ready_engine()  # 503, naming this model
+    dense, sparse, fuse = handle.dense, handle.sparse, handle.entry.spec.fuse
+    assert fuse is not None  # the catalogue requires it for engine fusion
+
+    def dense_side(names: Sequence[str], cap: int | None) -> EmbedOptions:
+        prompt = prompt_name_for(dense.entry.spec, names)
+        return EmbedOptions(
+            normalize=True, prompt_name=prompt, truncate=truncate, truncation_direction=side, max_tokens=cap
+        )
+
+    def sparse_side(texts: Sequence[str], names: Sequence[str], cap: int | None, where: str) -> Awaitable[SparseResult]:
+        prompt = prompt_name_for(sparse.entry.spec, names)
+        return embed_sparse(
+            sparse,
+            texts,
+            prompt_name=prompt,
+            truncate=truncate,
+            truncation_direction=side,
+            max_tokens=cap,
+            limits=limits,
+            param=where,
+        )
+
+    q_dense, d_dense, q_sparse, d_sparse = await asyncio.gather(
+        embed(dense, [query], dense_side(QUERY_PROMPTS, None), limits, "query"),
+        embed(dense, documents, dense_side(DOCUMENT_PROMPTS, max_tokens_per_doc), limits, param),
+        sparse_side([query], QUERY_PROMPTS, None, "query"),
+        sparse_side(documents, DOCUMENT_PROMPTS, max_tokens_per_doc, param),
+    )
+    scores = fusion.fused_scores(
+        q_dense.embeddings[0], d_dense.embeddings, q_sparse.vectors[0], d_sparse.vectors, fuse.sparse_weight
+    )
+    tokens = q_dense.tokens + d_dense.tokens + q_sparse.tokens + d_sparse.tokens
+    return RerankResult([], scores, tokens)
 
 
 async def embed_types(

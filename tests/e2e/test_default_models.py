@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer, SparseEncoder
 
 DENSE = "all-minilm-l6-v2"
 SPARSE = "splade-tiny"
-RERANK = "all-minilm-l6-v2-rerank"
+RERANK = "hybrid-rerank"
 MODEL_IDS = {DENSE, SPARSE, RERANK}
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 

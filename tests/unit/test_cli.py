@@ -21,8 +21,10 @@ def test_models_table_says_what_resolves(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["ID", "TYPE", "ENGINE"]
     rows = {line.split()[0]: line for line in out[1:]}
-    assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"}
-    assert "similarity" in rows["all-minilm-l6-v2-rerank"] and " yes " in rows["splade-tiny"]
+    assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"}
+    assert " yes " in rows["splade-tiny"]
+    assert rows["hybrid-rerank"].split()[:3] == ["hybrid-rerank", "rerank", "fusion"]
+    assert "catalogue models" in rows["hybrid-rerank"] and " yes " in rows["hybrid-rerank"]
 
 
 def test_models_reports_unresolvable_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

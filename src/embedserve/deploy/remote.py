@@ -152,7 +152,12 @@ class RayRegistry(Registry):
     def __init__(self, catalog: Catalog, deployments: dict[str, DeploymentHandle[Any]]) -> None:
         super().__init__(catalog, _no_local_engine, tokenizer_threads=IO_THREADS)
         self.io_pool = self._tokenizer_pool
-        self.models = {e.id: RemoteModelHandle(e, deployments[e.id], self) for e in catalog.entries.values()}
+        self.models = {
+            e.id: RemoteModelHandle(e, deployments[e.id], self)
+            for e in catalog.entries.values()
+            if not e.spec.is_fusion
+        }
+        self._add_fusions()
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, set by start
         self._refresher: asyncio.Task[None] | None = None
 
@@ -166,7 +171,8 @@ class RayRegistry(Registry):
         while True:
             await asyncio.sleep(REFRESH_S)
             for handle in self.models.values():
-                assert isinstance(handle, RemoteModelHandle)
+                if not isinstance(handle, RemoteModelHandle):
+                    continue  # a fusion reranker: its state is its models'
                 try:
                     await handle.refresh()
                 except Exception as exc:  # the next round tries again; requests report their own errors
