@@ -1,4 +1,5 @@
-# The README's two commands: `make run` (install and serve) and `make test` (install and test).
+# The README's two commands: `make run` (install and serve) and `make test` (install and test);
+# `make docs` serves the documentation site on 127.0.0.1.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,8 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+# MkDocs 1.x prints a banner about its successor on every build
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test test-fast lint bench bench-sts bench-eval bench-quality screenshot clean
+.PHONY: run test test-fast lint docs bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -23,7 +26,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[models,eval,test,ray]"
+	$(BIN)/pip install --quiet -e ".[models,eval,test,ray,docs]"
 	touch $@
 
 # Playwright's own browser download needs the network: use the distribution's Chromium, installed
@@ -36,20 +39,25 @@ run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
 test: $(VENV)/.installed-test $(CHROMIUM)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs/hooks
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs/hooks
+	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 
+# The documentation site on http://127.0.0.1:8000, rebuilt as docs/, mkdocs.yml or the code change.
+docs: $(VENV)/.installed-test
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 $(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/pip install --quiet -e ".[models,test,bench,ray]"
+	$(BIN)/pip install --quiet -e ".[models,test,bench,ray,docs]"
 	touch $@
 
 # Infinity, the peer the batching benchmark compares with, in a venv of its own (torch pinned first).
@@ -72,7 +80,7 @@ bench-sts: $(VENV)/.installed-test
 bench-quality: $(VENV)/.installed-test
 	$(BIN)/python bench/quality.py --json bench/results/quality.json
 
-# The README's picture of the playground, taken by the browser test of the sparse panel.
+# The README's (and docs/playground.md's) picture of the playground, taken by the browser test of the sparse panel.
 screenshot: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest -q tests/browser -k sparse_two_texts
 	cp test-output/playground/sparse-two-texts.png docs/playground.png

@@ -3,12 +3,12 @@
 Requests put their units (texts, or query-document pairs, already tokenized) into the
 model's queue and wait on a future. The batch thread takes the oldest unit, and with it the
 units of the next few batches' worth whose lengths are closest to its own, while the batch
-stays within ``max_batch_size`` units and ``max_batch_tokens`` padded tokens (the longest unit
-times the batch's size); it runs one forward pass and hands every unit's output back to its
-request. So many small requests merge into one pass, one large request is split across
-several, and each pass pads little. When many units wait, a pass takes about 60% of them (and
-then only units that add no padding), so the rest can group by length in the next pass
-instead of padding this one.
+stays within ``max_batch_size`` units and ``max_batch_tokens`` tokens (for an engine that pads,
+the longest unit times the batch's size; else the sum of the units'); it runs one forward pass
+and hands every unit's output back to its request. So many small requests merge into one pass,
+one large request is split across several, and each pass pads little. When many units wait, a
+pass of an engine that pads takes about 60% of them (and then only units that add no padding),
+so the rest can group by length in the next pass instead of padding this one.
 
 Waiting: when requests are still being tokenized for this model and the queue holds less
 than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone request never
@@ -47,7 +47,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
+from embedserve.engines.base import Engine
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import (
     DeadlineExceeded,
@@ -63,25 +65,6 @@ from embedserve.memory import release_freed_memory
 log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
 Observer = Callable[[int, int, float], None]  # after each pass: inputs, tokens, seconds
-
-
-def default_batch_size(backend: str) -> int:
-    """Inputs per pass when the catalogue sets none. ONNX Runtime and OpenVINO run each input of
-    a pass alone (``engines.runtimes``), so a pass only needs enough inputs to keep every stream
-    busy while the results of the last pass go back; smaller passes answer sooner. torch keeps 32
-    (see below)."""
-    return 32 if backend == "torch" else 8
-
-
-def default_batch_tokens(device: str, backend: str = "torch") -> int:
-    """Padded tokens per pass when the catalogue sets none. On a CPU, long inputs run fastest a
-    few at a time (measured here: 512-token rerank pairs gave 14.2 pairs/s with 1,024 tokens a
-    pass and 11.2 with 16,384), while 1,024 still lets ~30 short queries share a pass; an
-    accelerator wants big batches. ONNX Runtime and OpenVINO never pad, so their bound only
-    keeps a pass of long inputs from holding the queue: 8,192."""
-    if backend != "torch":
-        return 8192
-    return 1024 if device == "cpu" else 16384
 
 
 # A pass that takes every waiting unit has no choice of lengths: its padding is set by the
@@ -101,14 +84,19 @@ def _choice_cap(waiting: int) -> int:
     return waiting if waiting <= _TAKE_ALL_UP_TO else max(_TAKE_ALL_UP_TO, math.ceil(waiting * _SHARE))
 
 
+_SPEC = BatchingSpec.model_fields  # the catalogue's defaults are the ones below
+
+
 @dataclass(frozen=True)
 class BatchLimits:
-    """Per-model batching limits (models.yaml: ``batching:``)."""
+    """Per-model batching limits (models.yaml: ``batching:``); the registry fills in the engine's
+    own where the catalogue sets none (:class:`~embedserve.engines.base.Engine`), so these
+    defaults serve tests and direct use."""
 
-    max_batch_size: int = 32
-    max_batch_tokens: int = 16384
-    max_wait_ms: float = 2.0
-    max_queue: int = 8192
+    max_batch_size: int = Engine.max_batch_size
+    max_batch_tokens: int = Engine.max_batch_tokens
+    max_wait_ms: float = _SPEC["max_wait_ms"].default
+    max_queue: int = _SPEC["max_queue"].default
     passes: int = 1
 
 
@@ -167,12 +155,15 @@ class Batcher:
         *,
         weight: int | None = None,
         prepare: Callable[[int], None] | None = None,
+        padded: bool = True,
     ) -> None:
         """``gate``: the device's (default: a gate of its own, one pass at a time); ``weight``: the
         gate units a pass takes (default: all); ``prepare``: called before each pass with the
-        passes running on the device. ``limits.passes`` batch threads take batches."""
+        passes running on the device; ``padded``: the engine pads a pass to its longest unit
+        (``Engine.is_padded``). ``limits.passes`` batch threads take batches."""
         self.model_id = model_id
         self.limits = limits
+        self.padded = padded
         self._forward = forward
         self._observer = observer
         self._gate = gate or DeviceGate(1)
@@ -299,15 +290,16 @@ class Batcher:
                 window.append(unit)
         window.sort(key=lambda u: abs(u.tokens.cost - head.tokens.cost))
         choice = _choice_cap(len(window) + 1)
-        batch, longest = [head], head.tokens.cost
+        batch, longest, total = [head], head.tokens.cost, head.tokens.cost
         for unit in window:
             width = max(longest, unit.tokens.cost)
-            if len(batch) >= limits.max_batch_size or width * (len(batch) + 1) > limits.max_batch_tokens:
+            tokens = width * (len(batch) + 1) if self.padded else total + unit.tokens.cost
+            if len(batch) >= limits.max_batch_size or tokens > limits.max_batch_tokens:
                 break
-            if len(batch) >= choice and width > longest:
+            if self.padded and len(batch) >= choice and width > longest:
                 continue  # past the share, only units that add no padding
             batch.append(unit)
-            longest = width
+            longest, total = width, total + unit.tokens.cost
         for unit in batch:
             unit.request.queued -= 1
         self._queued -= len(batch)

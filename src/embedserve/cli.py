@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,51 +21,53 @@ from pydantic import ValidationError
 from embedserve import __version__
 from embedserve.catalog import Catalog, load_catalog, resolve_source
 from embedserve.errors import CatalogError
-from embedserve.settings import Settings
+from embedserve.settings import LogFormat, LogLevel, Settings
 
 log = logging.getLogger("embedserve")
-CACHE_HELP = "where onnx/openvino exports are kept (EMBEDSERVE_CACHE_DIR; default: ~/.cache/embedserve)"
+
+
+def _setting_help(name: str) -> str:
+    """A flag's help from its setting (settings.py is the one source): description, variable, default."""
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True, validated_data={})
+    shown = (
+        "" if default in (None, []) else f"; default: {str(default).lower() if isinstance(default, bool) else default}"
+    )
+    variable = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
+    return f"{field.description} ({variable}{shown})".replace("%", "%%")
+
+
+def _environment_only(parser: argparse.ArgumentParser) -> str:
+    """The epilog naming the settings this parser has no flag for (they are read from the environment)."""
+    flagged = {action.dest for action in parser._actions}
+    prefix = Settings.model_config.get("env_prefix", "")
+    names = [f"{prefix}{name}".upper() for name in Settings.model_fields if name not in flagged]
+    return f"Also read from the environment: {', '.join(names)} (docs: Settings)."
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedserve",
         description="Serve dense embeddings, sparse embeddings and reranking for the models in models.yaml.",
-        epilog="Every flag has an environment variable (EMBEDSERVE_HOST, EMBEDSERVE_PORT, EMBEDSERVE_CONFIG, "
-        "EMBEDSERVE_LAZY, EMBEDSERVE_LOG_LEVEL, EMBEDSERVE_LOG_FORMAT, EMBEDSERVE_CORS_ORIGINS, EMBEDSERVE_PLAYGROUND, "
-        "EMBEDSERVE_API_KEYS_FILE, ...); flags win. API keys themselves: EMBEDSERVE_API_KEYS (comma-separated) or "
-        "a keys file, never a flag (flags show in the process list).",
+        epilog="Each serve flag but --ray and --address sets a setting that an EMBEDSERVE_* environment variable "
+        "also sets; flags win. API keys themselves: EMBEDSERVE_API_KEYS (comma-separated) or a keys file, never a "
+        "flag (flags show in the process list).",
     )
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve",
-        help="serve the catalogue over HTTP",
-        epilog="Also read from the environment: EMBEDSERVE_API_KEYS, EMBEDSERVE_PUBLIC_PROBES, "
-        "EMBEDSERVE_MAX_BODY_BYTES, EMBEDSERVE_MAX_JSON_DEPTH, EMBEDSERVE_MAX_INPUTS, EMBEDSERVE_MAX_DOCUMENTS, "
-        "EMBEDSERVE_MAX_INPUT_CHARS, EMBEDSERVE_REQUEST_TIMEOUT, EMBEDSERVE_SHUTDOWN_GRACE, EMBEDSERVE_TORCH_THREADS, "
-        "EMBEDSERVE_TOKENIZER_THREADS (README: Settings, Production).",
-    )
-    serve.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
-    serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default: 7860)")
+    serve = sub.add_parser("serve", help="serve the catalogue over HTTP")
+    serve.add_argument("--config", type=Path, help=_setting_help("config"))
+    serve.add_argument("--host", help=_setting_help("host"))
+    serve.add_argument("--port", type=int, help=_setting_help("port"))
+    serve.add_argument("--lazy", action="store_true", default=None, help=_setting_help("lazy"))
+    serve.add_argument("--log-level", choices=typing.get_args(LogLevel), help=_setting_help("log_level"))
+    serve.add_argument("--log-format", choices=typing.get_args(LogFormat), help=_setting_help("log_format"))
+    serve.add_argument("--api-keys-file", type=Path, help=_setting_help("api_keys_file"))
+    serve.add_argument("--cache-dir", type=Path, help=_setting_help("cache_dir"))
+    serve.add_argument("--cors-origins", help=_setting_help("cors_origins"))
     serve.add_argument(
-        "--lazy",
-        action="store_true",
-        default=None,
-        help="load no model at start-up; each loads on its first request",
-    )
-    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: info")
-    serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or json: one object a line")
-    serve.add_argument("--api-keys-file", type=Path, help="require an API key, one of those in this file (a line each)")
-    serve.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
-    serve.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
-    serve.add_argument(
-        "--playground",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="serve the browser playground at /playground (default: on; --no-playground turns it off)",
+        "--playground", action=argparse.BooleanOptionalAction, default=None, help=_setting_help("playground")
     )
 
     serve.add_argument(
@@ -74,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "a local cluster unless --address is given",
     )
     serve.add_argument("--address", help="with --ray: an existing Ray cluster (e.g. 10.0.0.1:6379, or auto)")
+    serve.epilog = _environment_only(serve)
 
     ray_config = sub.add_parser(
         "ray-config",
@@ -81,12 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Print a Ray Serve config of the catalogue: one deployment per model with its ray: options, "
         "the HTTP app in front. Deploy it with `serve deploy FILE` on a running cluster.",
     )
-    ray_config.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    ray_config.add_argument("--config", type=Path, help=_setting_help("config"))
     ray_config.add_argument("--host", help="address the cluster's HTTP proxies bind (default: 127.0.0.1)")
     ray_config.add_argument("--port", type=int, help="their port (default: 7860)")
 
     models = sub.add_parser("models", help="list the catalogue and whether each model's source resolves")
-    models.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
+    models.add_argument("--config", type=Path, help=_setting_help("config"))
     export = sub.add_parser(
         "export",
         help="export the onnx/openvino models of the catalogue into the cache ahead of serving",
@@ -94,8 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "backend is onnx or openvino, as the server would on first load: for images and CI.",
     )
     export.add_argument("models", nargs="*", metavar="MODEL", help="model ids (default: every onnx/openvino model)")
-    export.add_argument("--config", type=Path, help="model catalogue (default: models.yaml)")
-    export.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    export.add_argument("--config", type=Path, help=_setting_help("config"))
+    export.add_argument("--cache-dir", type=Path, help=_setting_help("cache_dir"))
     _eval_parser(sub)
     return parser
 
@@ -127,20 +131,9 @@ def _eval_parser(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = (
-        "config",
-        "host",
-        "port",
-        "lazy",
-        "log_level",
-        "log_format",
-        "cors_origins",
-        "playground",
-        "api_keys_file",
-        "cache_dir",
-    )
-    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in keys}
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the flags given (argparse's ``dest`` is the field's name) over the environment."""
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return Settings(**overrides)
 
 
 def _fail(message: str) -> int:
@@ -157,12 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _eval(args)
     try:
         settings = _settings(args)
-        if settings.cache_dir is not None:  # where engines/export.py looks
-            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         if args.command == "models":
             return _models(load_catalog(settings.config, check_sources=False))
         if args.command == "export":
-            return _export(load_catalog(settings.config), args.models)
+            return _export(load_catalog(settings.config), args.models, settings)
         if args.command == "ray-config":
             return _ray_config(settings, load_catalog(settings.config, check_sources=False))
         if args.address is not None and not args.ray:
@@ -210,25 +201,32 @@ def _models(catalog: Catalog) -> int:
     return 0
 
 
-def _export(catalog: Catalog, wanted: list[str]) -> int:
+def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     unknown = [m for m in wanted if m not in catalog.entries]
     if unknown:
         return _fail(f"unknown model(s): {', '.join(unknown)}; the catalogue has: {', '.join(catalog.ids())}")
-    entries = [catalog.entries[m] for m in wanted] or [e for e in catalog.entries.values() if e.spec.backend != "torch"]
+    fused = [m for m in wanted if catalog.entries[m].spec.is_fusion]
+    if fused:
+        return _fail(
+            f"model(s) {', '.join(fused)} (engine fusion) load no model of their own: export the models they fuse"
+        )
+    entries = [catalog.entries[m] for m in wanted] or [
+        e for e in catalog.entries.values() if e.spec.backend != "torch" and not e.spec.is_fusion
+    ]
     torch_only = [e.id for e in entries if e.spec.backend == "torch"]
     if torch_only:
         return _fail(f"model(s) {', '.join(torch_only)} use backend torch: nothing to export")
     if not entries:
         print("no model in the catalogue uses backend onnx or openvino: nothing to export")
         return 0
-    from embedserve.engines import create_engine
+    from embedserve.engines import EngineOptions, create_engine
 
     logging.basicConfig(level="INFO", format="%(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     failed = 0
     for entry in entries:
         try:
-            create_engine(entry).close()
+            create_engine(entry, EngineOptions.from_settings(settings)).close()
         except Exception as exc:
             failed += 1
             print(f"embedserve: error: model '{entry.id}': {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -28,10 +28,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from embedserve.batching import Observer
+from embedserve.registry import ModelState
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-STATES = ("not_loaded", "loading", "ready", "failed", "unloaded")
+STATES = tuple(state.value for state in ModelState)
 
 
 class Metrics:

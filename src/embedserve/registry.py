@@ -21,13 +21,14 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from embedserve import context
-from embedserve.batching import Batcher, BatchLimits, Observer, default_batch_size, default_batch_tokens
+from embedserve.batching import Batcher, BatchLimits, Observer
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
+from embedserve.model_settings import ModelSettings, merge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +37,8 @@ ObserverFactory = Callable[[str], Observer]  # model id → what its batch threa
 
 
 class ModelState(str, Enum):
+    """A model's state; the one list of them (``/metrics``, the API schemas and the Ray ingress use it)."""
+
     NOT_LOADED = "not_loaded"
     LOADING = "loading"
     READY = "ready"
@@ -86,10 +89,17 @@ class ModelHandle:
             self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("model %s: failed to load: %s", self.id, self.error)
             return
+        try:
+            self.settings(engine)  # the catalogue's default prompt and dimensions must fit this model
+        except ValueError as exc:
+            await asyncio.to_thread(engine.close)
+            self.state, self.error = ModelState.FAILED, f"ValueError: {exc}"
+            log.error("model %s: failed to load: %s", self.id, self.error)
+            return
         spec = self.entry.spec.batching
-        limits = BatchLimits(
-            max_batch_size=self._configured_batching()["max_batch_size"],
-            max_batch_tokens=spec.max_batch_tokens or default_batch_tokens(engine.device, self.entry.spec.backend),
+        limits = BatchLimits(  # the catalogue's, else what the engine declares
+            max_batch_size=spec.max_batch_size or engine.max_batch_size,
+            max_batch_tokens=spec.max_batch_tokens or engine.max_batch_tokens,
             max_wait_ms=spec.max_wait_ms,
             max_queue=spec.max_queue,
             passes=spec.passes or engine.passes,
@@ -104,6 +114,7 @@ class ModelHandle:
             self._observer,
             weight=1 if engine.shares_device else gate.capacity,
             prepare=engine.pass_threads,
+            padded=engine.is_padded,
         )
         if settle:
             settle_heap()
@@ -138,6 +149,17 @@ class ModelHandle:
             f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
         )
 
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        """The catalogue entry merged with the model's own settings (those of ``engine``, else of the
+        loaded engine; before the first load, the catalogue's alone). See ``model_settings``."""
+        engine = engine or self.engine
+        own = engine.own_settings if engine is not None else None
+        return merge(self.entry.spec, own, engine.dimension if engine is not None else None)
+
+    async def model_settings(self) -> ModelSettings:
+        """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
+        return self.settings(await self.ready_engine())
+
     async def tokenize(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
         batcher = await self._batcher()
@@ -162,16 +184,13 @@ class ModelHandle:
             raise ModelUnavailable(f"model '{self.id}' was unloaded while this request waited", param="model")
         return self.batcher
 
-    def _configured_batching(self) -> dict[str, Any]:
-        """The catalogue's limits, with the backend's default batch size where it sets none."""
-        spec = self.entry.spec
-        limits = spec.batching.model_dump()
-        limits["max_batch_size"] = limits["max_batch_size"] or default_batch_size(spec.backend)
-        return limits
-
     def info(self) -> dict[str, Any]:
         spec = self.entry.spec
         engine = self.engine
+        try:
+            settings = self.settings()
+        except ValueError:  # a model that failed to load for it: the catalogue's alone
+            settings = merge(spec, None)
         return {
             "id": self.id,
             "name": spec.name,
@@ -179,19 +198,28 @@ class ModelHandle:
             "engine": spec.engine_name,
             "backend": spec.backend,
             "quantize": spec.quantize,
+            "dtype": spec.dtype,
             "source": self.entry.source.kind,
             "loaded": self.state is ModelState.READY,
             "state": self.state.value,
             "error": self.error,
             "device": engine.device if engine else spec.device,
-            "dimension": engine.dimension if engine else None,
+            "dimension": (settings.dimensions or engine.dimension) if engine else spec.dimensions,
+            "max_dimension": engine.dimension if engine else None,
+            "dimensions_origin": settings.dimensions_origin,
             "max_length": engine.max_length if engine else spec.max_length,
-            "prompts": sorted(spec.prompts),
-            "default_prompt": spec.default_prompt,
+            "max_length_origin": "catalogue" if spec.max_length is not None else ("model" if engine else None),
+            "similarity": settings.similarity,
+            "prompts": sorted(settings.prompts),
+            "prompt_texts": settings.describe(),
+            "default_prompt": settings.default_prompt,
+            "default_prompt_origin": settings.default_prompt_origin,
+            "settings_read": settings.known,
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
-            "batching": asdict(self.batcher.limits) if self.batcher else self._configured_batching(),
+            # before the load, the catalogue's limits: the engine fills in the rest when it loads
+            "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
         }

@@ -23,13 +23,18 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=7860, ge=0, le=65535, description="port to bind (0: any free port)")
-    config: Path = Field(default=Path("models.yaml"), description="the model catalogue")
+    config: Path = Field(
+        default=Path("models.yaml"),
+        description="the model catalogue (models.yaml); relative paths in it are relative to its folder",
+    )
     lazy: bool = Field(default=False, description="load no model at start-up; each loads on first use")
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field(default="info", description="the least severe log lines written")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty: CORS off"
     )
-    max_inputs: PositiveInt = Field(default=2048, description="inputs (or rerank documents) per request")
+    max_inputs: PositiveInt = Field(
+        default=2048, description="inputs (or rerank documents) per request, unless the model sets max_inputs"
+    )
     max_input_chars: PositiveInt = Field(default=100_000, description="characters per input text")
     torch_threads: PositiveInt | None = Field(
         default=None,
@@ -44,14 +49,18 @@ class Settings(BaseSettings):
         default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
     )
     playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
-    # Production: keys, limits, deadlines, logs (README, "Production")
+    # Production: keys, limits, deadlines, logs (docs/production.md)
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="comma-separated API keys; empty (and no keys file): no auth"
     )
     api_keys_file: Path | None = Field(default=None, description="a file of API keys, one a line (# comments)")
     public_probes: bool = Field(default=True, description="/health, /ready and /metrics answer without a key")
-    max_documents: PositiveInt = Field(default=1000, description="documents per rerank request")
-    max_body_bytes: PositiveInt = Field(default=16 * 1024 * 1024, description="request body size")
+    max_documents: PositiveInt = Field(
+        default=1000, description="documents per rerank request (and at most max_inputs)"
+    )
+    max_body_bytes: PositiveInt = Field(
+        default=16 * 1024 * 1024, description="bytes of a request body; a larger body is refused before it is read"
+    )
     max_json_depth: PositiveInt = Field(default=32, description="nesting of arrays and objects in a request body")
     request_timeout: NonNegativeFloat = Field(
         default=60.0, description="seconds a request may wait for its model; 0: no deadline"

@@ -1,6 +1,7 @@
 """The three tasks (dense, sparse, rerank) on top of the registry, free of HTTP.
 
-Each task checks its inputs against the configured limits, resolves the prompt, tokenizes
+Each task checks its inputs against the configured limits, resolves the prompt (against the
+model's own prompts and the catalogue's, merged: ``model_settings``), tokenizes
 once (the counts give usage and the over-long check when truncation is off; the truncated ids
 go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
 ``api/`` only map their wire fields onto these calls.
@@ -19,18 +20,27 @@ from embedserve import fusion
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
-from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded, clip
+from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
+from embedserve.model_settings import PURPOSE_PROMPTS, similarity_scores
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
 from embedserve.registry import FusionHandle, ModelHandle, ModelState
+from embedserve.settings import Settings
+
+_SETTINGS = Settings.model_fields  # the defaults below are the settings' own
 
 
 @dataclass(frozen=True)
 class Limits:
     """Server-wide request limits (a model's ``max_inputs`` overrides ``max_inputs`` and ``max_documents``)."""
 
-    max_inputs: int = 2048
-    max_input_chars: int = 100_000
-    max_documents: int = 1000  # documents per rerank request
+    max_inputs: int = _SETTINGS["max_inputs"].default
+    max_input_chars: int = _SETTINGS["max_input_chars"].default
+    max_documents: int = _SETTINGS["max_documents"].default  # documents per rerank request
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits ``settings`` set."""
+        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents)
 
 
 def check_texts(
@@ -67,22 +77,6 @@ def check_text(text: str, limits: Limits, where: str) -> None:
         ) from None
 
 
-def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_name: str | None) -> str | None:
-    """A literal prompt, a named one from the catalogue, or the model's default prompt."""
-    if prompt is not None and prompt_name is not None:
-        raise InvalidInput("give options.prompt or options.prompt_name, not both", param="options.prompt_name")
-    if prompt is not None:
-        return prompt
-    if prompt_name is not None:
-        if prompt_name not in spec.prompts:
-            names = ", ".join(sorted(spec.prompts)) or "(this model defines none)"
-            raise InvalidInput(
-                f"unknown prompt_name '{clip(prompt_name)}'; prompts: {names}", param="options.prompt_name"
-            )
-        return spec.prompts[prompt_name]
-    return spec.prompts[spec.default_prompt] if spec.default_prompt else None
-
-
 def used_tokens(
     units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
 ) -> int:
@@ -102,24 +96,15 @@ def _item(param: str) -> Callable[[int], str]:
     return lambda i: f"{param}[{i}]"
 
 
-def prompt_name_for(spec: ModelSpec, names: Sequence[str]) -> str | None:
-    """The first of ``names`` that the model defines a prompt for (a dialect's ``input_type`` or
-    ``task`` mapped onto the catalogue's prompts), else ``None``: the model's default prompt."""
-    return next((name for name in names if name in spec.prompts), None)
-
-
-QUERY_PROMPTS = ("query",)
-DOCUMENT_PROMPTS = ("document", "passage")
-"""The prompt names a fusion reranker looks for on each side (the first its model defines)."""
-
-
 @dataclass(frozen=True)
 class EmbedOptions:
+    """How :func:`embed` computes and returns dense vectors (a dialect maps its wire fields here)."""
+
     normalize: bool | None = None
     prompt: str | None = None
     prompt_name: str | None = None
     precision: Precision = "float32"
-    dimensions: int | None = None
+    dimensions: int | None = None  # None: the model's default (catalogue dimensions, else truncate_dim)
     truncate: bool = True
     truncation_direction: Side = "right"  # which end of an over-long input is cut
     max_tokens: int | None = None  # a lower token cap than the model's max_length
@@ -136,8 +121,9 @@ async def embed(
 ) -> DenseResult:
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    prompt = resolve_prompt(spec, options.prompt, options.prompt_name)
     engine = await handle.ready_engine()
+    settings = handle.settings(engine)
+    prompt = settings.resolve(options.prompt, options.prompt_name)
     dimension = engine.dimension or 0
     if options.dimensions is not None and not 1 <= options.dimensions <= dimension:
         raise InvalidInput(
@@ -150,8 +136,9 @@ async def embed(
     units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction, limit))
     tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
-    if options.dimensions is not None:
-        vectors = np.ascontiguousarray(vectors[:, : options.dimensions])
+    width = options.dimensions or settings.dimensions
+    if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
+        vectors = np.ascontiguousarray(vectors[:, :width])
     unit = spec.normalize if options.normalize is None else options.normalize
     if unit:
         vectors = normalize(vectors)
@@ -166,32 +153,34 @@ class SparseResult:
     terms: list[list[str]] | None
 
 
+@dataclass(frozen=True)
+class SparseOptions:
+    """How :func:`embed_sparse` computes and returns sparse vectors."""
+
+    prompt: str | None = None
+    prompt_name: str | None = None
+    top_k: int | None = None  # keep the k largest weights of each vector
+    return_tokens: bool = False  # also the vocabulary token of each index
+    truncate: bool = True
+    truncation_direction: Side = "right"
+    max_tokens: int | None = None  # a lower token cap than the model's max_length
+
+
 async def embed_sparse(
-    handle: ModelHandle,
-    texts: Sequence[str],
-    *,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    return_tokens: bool = False,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    max_tokens: int | None = None,
-    limits: Limits,
-    param: str = "input",
+    handle: ModelHandle, texts: Sequence[str], options: SparseOptions, limits: Limits, param: str = "input"
 ) -> SparseResult:
-    """``max_tokens``: a lower token cap than the model's ``max_length``."""
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
-    resolved = resolve_prompt(spec, prompt, prompt_name)
-
     engine = await handle.ready_engine()
+    resolved = handle.settings(engine).resolve(options.prompt, options.prompt_name)
     assert isinstance(engine, SparseEngine)
-    limit = min(engine.max_length, max_tokens or engine.max_length)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, truncation_direction, limit))
-    tokens = used_tokens(units, limit, truncate, _item(param), handle.id)
-    vectors = [_top_k(v, top_k) for v in await handle.submit(units)]
-    terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors]) if return_tokens else None
+    limit = min(engine.max_length, options.max_tokens or engine.max_length)
+    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction, limit))
+    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
+    vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
+    terms = None
+    if options.return_tokens:
+        terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors])
     return SparseResult(vectors, tokens, terms)
 
 
@@ -209,91 +198,79 @@ class RerankResult:
     tokens: int
 
 
+@dataclass(frozen=True)
+class RerankOptions:
+    """How :func:`rerank` scores and orders documents."""
+
+    top_n: int | None = None  # return only the n best
+    truncate: bool = True
+    truncation_direction: Side = "right"
+    max_tokens_per_doc: int | None = None  # cut each document to this many tokens (special tokens included)
+    raw_scores: bool = False  # the model's scores before its activation
+
+
 async def rerank(
     handle: ModelHandle,
     query: str,
     documents: Sequence[str],
-    *,
-    top_n: int | None = None,
-    truncate: bool = True,
-    truncation_direction: Side = "right",
-    max_tokens_per_doc: int | None = None,
-    raw_scores: bool = False,
+    options: RerankOptions,
     limits: Limits,
     param: str = "documents",
 ) -> RerankResult:
-    """``max_tokens_per_doc`` cuts each document to that many tokens (special tokens included)
-    before scoring; ``raw_scores`` asks for the model's scores before its activation."""
+    """The documents ordered by their score against ``query``, most relevant first."""
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
     if isinstance(handle, FusionHandle):
-        fused = await _fused_scores(
-            handle, query, documents, truncate, truncation_direction, max_tokens_per_doc, limits, param
-        )
+        fused = await _fused_scores(handle, query, documents, options, limits, param)
         order = sorted(range(len(documents)), key=lambda i: -float(fused.scores[i]))
-        return replace(fused, order=order[:top_n] if top_n else order)
+        return replace(fused, order=order[: options.top_n] if options.top_n else order)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
     prepared = await handle.tokenize(
-        lambda: engine.encode_pairs(query, documents, truncation_direction, max_tokens_per_doc)
+        lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc)
     )
     n_query = prepared.query_units
 
     def where(i: int) -> str:
         return "query" if i < n_query else f"{param}[{i - n_query}]"
 
-    tokens = used_tokens(prepared.units, engine.max_length, truncate, where, handle.id)
+    tokens = used_tokens(prepared.units, engine.max_length, options.truncate, where, handle.id)
     outputs = await handle.submit(prepared.units)
     # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
-    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, raw_scores)
+    scores = await asyncio.to_thread(engine.scores, np.stack(outputs), n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-    return RerankResult(order[:top_n] if top_n else order, scores, tokens)
+    return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
 
 
 async def _fused_scores(
-    handle: FusionHandle,
-    query: str,
-    documents: Sequence[str],
-    truncate: bool,
-    side: Side,
-    max_tokens_per_doc: int | None,
-    limits: Limits,
-    param: str,
+    handle: FusionHandle, query: str, documents: Sequence[str], options: RerankOptions, limits: Limits, param: str
 ) -> RerankResult:
     """Engine ``fusion``: the query and the documents embedded by its dense and sparse models
-    (each with its ``query`` / ``document`` prompt where it defines one), scored by ``fusion``.
+    (each side with the model's prompt for that purpose, if it has one), scored by ``fusion``.
     The four requests go to the two models' batchers together; the order is left to the caller."""
     if handle.state is ModelState.UNLOADED:
         await handle.ready_engine()  # 503, naming this model
     dense, sparse, fuse = handle.dense, handle.sparse, handle.entry.spec.fuse
     assert fuse is not None  # the catalogue requires it for engine fusion
+    dense_prompts, sparse_prompts = await asyncio.gather(dense.model_settings(), sparse.model_settings())
+    cut, side = options.truncate, options.truncation_direction
 
-    def dense_side(names: Sequence[str], cap: int | None) -> EmbedOptions:
-        prompt = prompt_name_for(dense.entry.spec, names)
-        return EmbedOptions(
-            normalize=True, prompt_name=prompt, truncate=truncate, truncation_direction=side, max_tokens=cap
-        )
+    def dense_side(purpose: str, cap: int | None) -> EmbedOptions:
+        name = dense_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
+        return EmbedOptions(normalize=True, prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap)
 
-    def sparse_side(texts: Sequence[str], names: Sequence[str], cap: int | None, where: str) -> Awaitable[SparseResult]:
-        prompt = prompt_name_for(sparse.entry.spec, names)
-        return embed_sparse(
-            sparse,
-            texts,
-            prompt_name=prompt,
-            truncate=truncate,
-            truncation_direction=side,
-            max_tokens=cap,
-            limits=limits,
-            param=where,
-        )
+    def sparse_side(texts: Sequence[str], purpose: str, cap: int | None, where: str) -> Awaitable[SparseResult]:
+        name = sparse_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
+        return embed_sparse(sparse, texts, SparseOptions(None, name, None, False, cut, side, cap), limits, where)
 
+    per_doc = options.max_tokens_per_doc
     q_dense, d_dense, q_sparse, d_sparse = await asyncio.gather(
-        embed(dense, [query], dense_side(QUERY_PROMPTS, None), limits, "query"),
-        embed(dense, documents, dense_side(DOCUMENT_PROMPTS, max_tokens_per_doc), limits, param),
-        sparse_side([query], QUERY_PROMPTS, None, "query"),
-        sparse_side(documents, DOCUMENT_PROMPTS, max_tokens_per_doc, param),
+        embed(dense, [query], dense_side("query", None), limits, "query"),
+        embed(dense, documents, dense_side("document", per_doc), limits, param),
+        sparse_side([query], "query", None, "query"),
+        sparse_side(documents, "document", per_doc, param),
     )
     scores = fusion.fused_scores(
         q_dense.embeddings[0], d_dense.embeddings, q_sparse.vectors[0], d_sparse.vectors, fuse.sparse_weight
@@ -329,14 +306,17 @@ async def similarity(
     source_param: str = "source_sentence",
     param: str = "sentences",
 ) -> tuple[npt.NDArray[np.float32], int]:
-    """Cosine similarity of ``source`` with each sentence (TEI's and HF's sentence-similarity)."""
+    """The model's similarity function (``similarity_fn_name``: cosine unless the model says
+    otherwise) of ``source`` with each sentence (TEI's and HF's sentence-similarity), on the
+    embeddings as the model outputs them: ``model.similarity(model.encode(...), ...)``."""
     check_text(source, limits, source_param)
     check_texts(sentences, limits, handle.entry.spec, param)
-    unit = replace(options, normalize=True, precision="float32")
-    query = await embed(handle, [source], unit, limits, source_param)
-    others = await embed(handle, sentences, unit, limits, param)
-    scores = others.embeddings.astype(np.float32) @ query.embeddings[0].astype(np.float32)
-    return np.asarray(scores, dtype=np.float32), query.tokens + others.tokens
+    raw = replace(options, normalize=False, precision="float32")
+    query = await embed(handle, [source], raw, limits, source_param)
+    others = await embed(handle, sentences, raw, limits, param)
+    function = (await handle.model_settings()).similarity or "cosine"
+    scores = similarity_scores(function, query.embeddings[0], others.embeddings)
+    return scores, query.tokens + others.tokens
 
 
 async def tokenize(
@@ -350,9 +330,9 @@ async def tokenize(
 ) -> list[list[Token]]:
     """The tokens the model reads for each text (prompt included), untruncated."""
     check_texts(texts, limits, handle.entry.spec, param)
-    prompt = resolve_prompt(handle.entry.spec, None, prompt_name)
-    inputs = [prompt + t for t in texts] if prompt else list(texts)
     engine = await handle.ready_engine()
+    prompt = handle.settings(engine).resolve(None, prompt_name)
+    inputs = [prompt + t for t in texts] if prompt else list(texts)
     return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens))
 
 

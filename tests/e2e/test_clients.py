@@ -200,7 +200,7 @@ def test_langchain_huggingface(default_server: Server, native: httpx.Client) -> 
     expected = native_vectors(native, TEXTS)
     np.testing.assert_allclose(embeddings.embed_documents(TEXTS), expected, atol=1e-6)
     np.testing.assert_allclose(embeddings.embed_query(TEXTS[1]), expected[1], atol=1e-6)
-    # 1.2.2 and later refuse a URL as model: the README's way round it, a hub id and the clients swapped
+    # 1.2.2 and later refuse a URL as model: docs/api/tei.md's way round it, a hub id and the clients swapped
     from huggingface_hub import InferenceClient
 
     swapped = HuggingFaceEndpointEmbeddings(model="sentence-transformers/all-MiniLM-L6-v2")

@@ -101,3 +101,29 @@ def tiny_catalog_data(tiny_models: dict[str, Path], **overrides: Any) -> dict[st
     }
     models.update(overrides)
     return {"models": models}
+
+
+def with_settings(source: Path, dest: Path, max_seq_length: int | None = None, **settings: Any) -> Path:
+    """A copy of the sentence-transformers model in ``source`` whose ``config_sentence_transformers.json``
+    sets ``settings`` (prompts, default_prompt_name, similarity_fn_name, truncate_dim, ...) and,
+    when given, whose Transformer module reads at most ``max_seq_length`` tokens."""
+    import json
+
+    shutil.copytree(source, dest)
+    path = dest / "config_sentence_transformers.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**config, **settings}))
+    if max_seq_length is not None:
+        bert = dest / "sentence_bert_config.json"
+        bert.write_text(json.dumps({**json.loads(bert.read_text()), "max_seq_length": max_seq_length}))
+    return dest
+
+
+def saved_as_sentence_transformers(kind: str, source: Path, dest: Path) -> Path:
+    """``source`` (a plain transformers directory) loaded by the library of ``kind`` (``sparse``:
+    SparseEncoder, ``rerank``: CrossEncoder) and saved, so it has the library's own config files."""
+    from sentence_transformers import CrossEncoder, SparseEncoder
+
+    model = SparseEncoder(str(source), device="cpu") if kind == "sparse" else CrossEncoder(str(source), device="cpu")
+    model.save(str(dest))
+    return dest

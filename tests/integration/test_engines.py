@@ -170,3 +170,17 @@ def test_cross_encoder_raw_scores_are_logits(engines: dict[str, Any]) -> None:
     prepared = similarity.encode_pairs("q", ["a"])
     outputs = similarity.forward(prepared.units)
     np.testing.assert_allclose(similarity.scores(outputs, 1, raw=True), similarity.scores(outputs, 1))
+
+
+def test_bfloat16_dense_equals_encode_in_bfloat16(tiny_models: dict[str, Path]) -> None:
+    """``dtype: bfloat16`` loads the weights in bfloat16, as the library does with the same ``dtype``."""
+    engine = create_engine(_entry({"name": str(tiny_models["dense"]), "type": "embeddings", "dtype": "bfloat16"}))
+    try:
+        assert next(engine.model.parameters()).dtype == torch.bfloat16
+        model = SentenceTransformer(str(tiny_models["dense"]), device="cpu", model_kwargs={"dtype": torch.bfloat16})
+        library = model.encode(TEXTS, convert_to_tensor=True).float().numpy()
+        served = engine.forward(engine.encode_texts(TEXTS, None))
+        assert served.dtype == np.float32
+        np.testing.assert_allclose(served, library, atol=1e-6)
+    finally:
+        engine.close()

@@ -13,15 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import yaml
+from asgi_lifespan import LifespanManager
 from helpers.server import ROOT
 
+from embedserve.api import create_app
 from embedserve.catalog import CatalogEntry, parse_catalog
 from embedserve.cli import main
 from embedserve.engines import DenseEngine, Engine, RerankEngine, SparseEngine, create_engine
 from embedserve.engines.runtimes import default_threads
+from embedserve.settings import Settings
 
 TEXTS = ["a", "b c", "hello world, this is a somewhat longer sentence " * 3, "heart attack"]
 QUERY = "what is a heart attack"
@@ -189,6 +193,37 @@ def test_export_command_refuses_torch_and_unknown_models(
     assert main([*argv, "nope"]) == 2
     assert "unknown model(s): nope" in capsys.readouterr().err
     assert not cache_dir.exists()
+
+
+@pytest.mark.anyio
+async def test_the_app_keeps_exports_where_its_settings_say(
+    tiny_models: dict[str, Path], engine_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_app(Settings(cache_dir=...))``, not the environment, decides where exports go (the
+    run's cache, so the dense onnx export is shared with the tests above)."""
+    elsewhere = tmp_path / "from-the-environment"
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(elsewhere))
+    catalog = parse_catalog(
+        {
+            "models": {
+                "tiny-onnx": {
+                    "name": str(tiny_models["dense"]),
+                    "type": "embeddings",
+                    "backend": "onnx",
+                    "device": "cpu",
+                }
+            }
+        },
+        ROOT,
+    )
+    app = create_app(Settings(cache_dir=engine_cache, lazy=True), catalog)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as client:
+            response = await client.post("/v1/embeddings", json={"model": "tiny-onnx", "input": ["a"]})
+    assert response.status_code == 200, response.text
+    assert any("-dense-onnx-" in p.name for p in engine_cache.iterdir())
+    assert not elsewhere.exists()
 
 
 def test_an_openvino_export_sends_no_telemetry(

@@ -115,6 +115,17 @@ async def test_a_large_request_is_split_within_size_and_token_limits() -> None:
     assert [max(u.cost for u in b) for b in forward.batches] == sorted(max(u.cost for u in b) for b in forward.batches)
 
 
+async def test_tokens_count_padded_only_for_an_engine_that_pads() -> None:
+    lengths = (10, 10, 10, 60)  # padded, all four: 4 x 60 = 240 tokens; unpadded: 90
+    padded, unpadded = Recorder(), Recorder()
+    for forward, pads in ((padded, True), (unpadded, False)):
+        batcher = Batcher("m", forward, BatchLimits(max_batch_tokens=100, max_wait_ms=0), padded=pads)
+        assert await batcher.submit(units(*lengths, tag=1)) == [(1, i) for i in range(4)]
+        batcher.close()
+    assert [[u.cost for u in b] for b in padded.batches] == [[10, 10, 10], [60]]
+    assert [[u.cost for u in b] for b in unpadded.batches] == [[10, 10, 10, 60]]
+
+
 async def test_a_unit_longer_than_the_token_budget_still_runs_alone() -> None:
     forward = Recorder()
     batcher = Batcher("m", forward, BatchLimits(max_batch_tokens=16, max_wait_ms=0))

@@ -9,7 +9,6 @@ from helpers.server import ROOT
 from embedserve.catalog import load_catalog, parse_catalog, resolve_source
 from embedserve.errors import CatalogError
 
-
 FUSED = {"d": {"name": "a/b", "type": "embeddings"}, "s": {"name": "a/c", "type": "sparse-embeddings"}}
 FUSION = {"type": "rerank", "engine": "fusion", "fuse": {"dense": "d", "sparse": "s"}}
 
@@ -88,7 +87,8 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
             "model 'm': field 'name': path './missing' does not exist",
         ),
         ({"m": {"name": "a/b", "type": "rerank", "engine": "onnx"}}, "'onnx' is not allowed for type rerank"),
-        ({"m": {"name": "a/b", "type": "embeddings", "default_prompt": "q"}}, "'q' is not a key of prompts"),
+        ({"m": {"name": "a/b", "type": "sparse-embeddings", "dimensions": 8}}, "dimensions: applies to type embed"),
+        ({"m": {"name": "a/b", "type": "embeddings", "dimensions": 0}}, "model 'm': field 'dimensions'"),
         ({"m": {"name": "a/b", "type": "embeddings", "device": "tpu"}}, "device: 'tpu' is not allowed"),
         ({"m": {"name": "a/b", "type": "embeddings", "max_length": 0}}, "model 'm': field 'max_length'"),
         ({"m": "a/b"}, "model 'm': expected a mapping"),
@@ -107,6 +107,18 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
         (
             {"m": {"name": "a/b", "type": "rerank", "backend": "openvino", "device": "cuda"}},
             "model 'm': backend: openvino runs on the CPU; device 'cuda' needs backend torch",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "backend": "onnx", "dtype": "float16"}},
+            "model 'm': dtype: float16 needs backend torch; onnx and openvino run float32 (or quantize: int8)",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "device": "cpu", "dtype": "float16"}},
+            "model 'm': dtype: float16 needs a GPU (many CPU operators lack it); on the CPU use bfloat16",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "dtype": "int4"}},
+            "model 'm': field 'dtype': 'int4' is not allowed",
         ),
         ({"m": {"name": "a/b", "type": "embeddings", "threads": 2}}, "model 'm': threads: applies to backend onnx"),
         ({"m": {"name": "a/b", "type": "embeddings", "streams": 2}}, "model 'm': streams: applies to backend onnx"),

@@ -1,5 +1,5 @@
 """The engines' libraries import, at the pinned versions, beside the stack they must not downgrade
-(sentence-transformers' own onnx/openvino extras pull optimum, which would: README, "Choosing an engine")."""
+(sentence-transformers' own onnx/openvino extras pull optimum, which would: docs/engines.md)."""
 
 from __future__ import annotations
 

@@ -1,36 +1,63 @@
-"""The README's route table and /openapi.json list the same routes."""
+"""The README is a short front door whose links, routes, models and commands all exist."""
 
 from __future__ import annotations
 
 import re
 
+import yaml
+from helpers.docs import heading_anchors, makefile_targets, openapi_routes
 from helpers.server import ROOT
 
-from embedserve.api import create_app
-from embedserve.catalog import load_catalog
-from embedserve.settings import Settings
-
-# FastAPI serves these outside the schema; the playground's static page is left out of it on purpose
-NOT_IN_SCHEMA = {("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/playground")}
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# served by FastAPI outside the schema, or left out of it on purpose (the playground's static page)
+NOT_IN_SCHEMA = {"/docs", "/openapi.json", "/playground"}
 
 
-def _normalize(path: str) -> str:
-    return re.sub(r"\{[^}]*\}", "{}", path)
+def test_readme_is_a_front_door() -> None:
+    assert len(README.splitlines()) < 250, "the README is the front door: reference material goes in docs/"
 
 
-def _readme_routes() -> set[tuple[str, str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("\n## API\n") :]
-    table = section[: section.index("\n### ")]
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
-    routes = {(m, _normalize(p)) for row in rows for m, p in re.findall(r"`(GET|POST|PUT|DELETE) (/[^`]*)`", row)}
-    assert routes, "no route table found under '## API'"
-    return routes
+def test_every_link_in_the_readme_resolves() -> None:
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert local, "the README links no docs page"
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.is_file(), f"README links {link}, which does not exist"
+        if anchor:
+            assert anchor in heading_anchors(target), f"README links {link}: no such heading in {path}"
 
 
-def test_readme_route_table_matches_openapi() -> None:
-    app = create_app(Settings(), load_catalog(ROOT / "models.yaml", check_sources=False))
-    schema = {(method.upper(), _normalize(path)) for path, ops in app.openapi()["paths"].items() for method in ops}
-    readme = _readme_routes() - NOT_IN_SCHEMA
-    assert sorted(schema - readme) == [], "in /openapi.json but not in the README's route table"
-    assert sorted(readme - schema) == [], "in the README's route table but not in /openapi.json"
+def test_the_readme_links_every_part_of_the_docs() -> None:
+    """Every top-level entry of mkdocs.yml's nav: the page, or for a section at least one of its pages."""
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+
+    def files(value: object) -> list[str]:
+        if isinstance(value, list):
+            return [f for item in value for f in files(next(iter(item.values())) if isinstance(item, dict) else item)]
+        return [str(value)]
+
+    unlinked = []
+    for entry in nav:
+        title, value = next(iter(entry.items()))
+        if not any(f"(docs/{page}" in README for page in files(value)):
+            unlinked.append(title)
+    assert unlinked == [], "parts of the docs site the README does not link"
+
+
+def test_routes_named_in_the_readme_exist() -> None:
+    paths = set(re.findall(r"`(?:(?:GET|POST) )?(/[a-z0-9_/{}.]*)`", README))
+    paths |= {m for m in re.findall(r"http://127\.0\.0\.1:7860(/[^\s'\"]*)", README) if m not in ("/v1",)}
+    assert "/v1/embeddings" in paths and "/embed_sparse" in paths
+    served = {path for _, path in openapi_routes()} | NOT_IN_SCHEMA
+    assert sorted(paths - served) == [], "routes the README names that the server does not serve"
+
+
+def test_models_and_make_targets_named_in_the_readme_exist() -> None:
+    catalogue = yaml.safe_load((ROOT / "models.yaml").read_text(encoding="utf-8"))["models"]
+    named = set(re.findall(r'"model": "([^"]+)"|model="([^"]+)"|X-Model: ([\w.-]+)', README))
+    models = {m for group in named for m in group if m}
+    assert models and sorted(models - set(catalogue)) == []
+    targets = set(re.findall(r"\bmake ([a-z-]+)", README))
+    assert {"run", "test"} <= targets and sorted(targets - makefile_targets()) == []

@@ -5,7 +5,7 @@ import pytest
 from embedserve.catalog import ModelSpec
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
-from embedserve.tasks import Limits, check_texts, prompt_name_for, resolve_prompt, used_tokens
+from embedserve.tasks import Limits, check_texts, used_tokens
 
 SPEC = ModelSpec(name="x/y", type="embeddings", prompts={"query": "q: ", "document": "d: "}, default_prompt="document")
 
@@ -30,16 +30,6 @@ def test_model_max_inputs_overrides_server_limit() -> None:
         check_texts(["a", "b"], Limits(), spec, "input")
 
 
-def test_prompts() -> None:
-    assert resolve_prompt(SPEC, None, None) == "d: "
-    assert resolve_prompt(SPEC, None, "query") == "q: "
-    assert resolve_prompt(SPEC, "raw: ", None) == "raw: "
-    with pytest.raises(InvalidInput, match="unknown prompt_name 'passage'; prompts: document, query"):
-        resolve_prompt(SPEC, None, "passage")
-    with pytest.raises(InvalidInput, match="not both"):
-        resolve_prompt(SPEC, "a", "query")
-
-
 def _units(*counts: int, max_length: int = 8) -> list[Tokens]:
     return [Tokens([1] * min(n, max_length), [0] * min(n, max_length), n) for n in counts]
 
@@ -51,11 +41,6 @@ def test_used_tokens_truncates_or_refuses() -> None:
     assert err.value.param == "input[1]"
     with pytest.raises(InputTooLong, match=r"^query has 9 tokens"):
         used_tokens(_units(9), 8, False, lambda i: "query", "m")
-
-
-def test_prompt_name_for_a_purpose() -> None:
-    assert prompt_name_for(SPEC, ("search_query", "query")) == "query"
-    assert prompt_name_for(SPEC, ("clustering",)) is None  # the model's default prompt then applies
 
 
 def test_empty_inputs_are_their_own_error() -> None:

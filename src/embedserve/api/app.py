@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +22,7 @@ from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import error_responses, install_error_handlers
 from embedserve.api.request_context import RequestContextMiddleware
 from embedserve.catalog import Catalog, load_catalog
+from embedserve.engines import EngineOptions, create_engine
 from embedserve.metrics import Metrics
 from embedserve.registry import EngineFactory, Registry
 from embedserve.settings import Settings
@@ -34,8 +36,12 @@ def create_app(
     registry_factory: Callable[[Catalog, Settings], Registry] | None = None,
 ) -> FastAPI:
     """Build the app for ``settings``; the catalogue is read from ``settings.config`` unless given.
-    ``registry_factory`` replaces the in-process registry (``deploy/``: models in Ray replicas)."""
+    ``engine_factory`` replaces the engines (default: :func:`create_engine` with the settings'
+    :class:`EngineOptions`); ``registry_factory`` the in-process registry (``deploy/``: models in
+    Ray replicas)."""
     catalog = catalog if catalog is not None else load_catalog(settings.config)
+    if engine_factory is None:
+        engine_factory = partial(create_engine, options=EngineOptions.from_settings(settings))
     metrics = Metrics()
 
     @asynccontextmanager
@@ -48,11 +54,7 @@ def create_app(
             )
         metrics.watch(lambda: registry.models)
         app.state.registry = registry
-        app.state.limits = Limits(
-            max_inputs=settings.max_inputs,
-            max_input_chars=settings.max_input_chars,
-            max_documents=settings.max_documents,
-        )
+        app.state.limits = Limits.from_settings(settings)
         registry.start(lazy=settings.lazy)
         try:
             yield

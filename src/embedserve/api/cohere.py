@@ -26,15 +26,17 @@ from embedserve.api.schemas_cohere import (
     RerankV2Request,
 )
 from embedserve.errors import InvalidInput
+from embedserve.model_settings import purpose
 from embedserve.quantization import Precision
 
 router = APIRouter(tags=["cohere"], route_class=dialect_route("cohere"))
 
+# Cohere's input_type → the prompt names that serve it, best first (none defined: the default prompt).
 INPUT_TYPE_PROMPTS: dict[str, tuple[str, ...]] = {
-    "search_query": ("search_query", "query"),
-    "search_document": ("search_document", "document", "passage"),
-    "classification": ("classification",),
-    "clustering": ("clustering",),
+    "search_query": purpose("search_query", of="query"),
+    "search_document": purpose("search_document", of="document"),
+    "classification": purpose("classification", of="classification"),
+    "clustering": purpose("clustering", of="clustering"),
 }
 TRUNCATE: dict[str, tuple[bool, tasks.Side]] = {
     "NONE": (False, "right"),
@@ -77,7 +79,7 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
     """Cohere's v1 rerank; also Jina's (``model`` and ``usage`` are in the response)."""
     handle = registry.for_task(body.model, "rerank")
     texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-    result = await tasks.rerank(handle, body.query, texts, top_n=body.top_n, limits=limits)
+    result = await tasks.rerank(handle, body.query, texts, tasks.RerankOptions(top_n=body.top_n), limits)
     results = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "relevance_score": np.float32(result.scores[i])}
@@ -100,9 +102,8 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
 async def rerank_v2(body: RerankV2Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
     """Cohere's v2 rerank: string documents, ``max_tokens_per_doc``, results without documents."""
     handle = registry.for_task(body.model, "rerank")
-    result = await tasks.rerank(
-        handle, body.query, body.documents, top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc, limits=limits
-    )
+    options = tasks.RerankOptions(top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc)
+    result = await tasks.rerank(handle, body.query, body.documents, options, limits)
     results = [{"index": i, "relevance_score": np.float32(result.scores[i])} for i in result.order]
     return FastJSONResponse(
         {
@@ -120,7 +121,9 @@ async def _embed(
     if body.input_type == "image":
         raise InvalidInput("input_type image is not supported: embedserve embeds texts", param="input_type")
     truncate, side = TRUNCATE[body.truncate]
-    prompt = tasks.prompt_name_for(handle.entry.spec, INPUT_TYPE_PROMPTS[body.input_type]) if body.input_type else None
+    prompt = None
+    if body.input_type:
+        prompt = (await handle.model_settings()).prompt_name_for(INPUT_TYPE_PROMPTS[body.input_type])
     options = tasks.EmbedOptions(
         prompt_name=prompt,
         truncate=truncate,

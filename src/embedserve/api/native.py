@@ -32,16 +32,14 @@ async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, l
     """Sparse (SPLADE) embeddings: vocabulary indices, ascending, with their weights."""
     handle = registry.for_task(body.model, "sparse-embeddings")
     opts = body.options or SparseOptions()
-    result = await tasks.embed_sparse(
-        handle,
-        _as_list(body.input),
+    options = tasks.SparseOptions(
         prompt=opts.prompt,
         prompt_name=opts.prompt_name,
         top_k=opts.top_k,
         return_tokens=opts.return_tokens,
         truncate=body.truncate,
-        limits=limits,
     )
+    result = await tasks.embed_sparse(handle, _as_list(body.input), options, limits)
     data = []
     for i, vector in enumerate(result.vectors):
         item: dict[str, Any] = {
@@ -62,14 +60,8 @@ async def create_rerank(body: RerankRequest, registry: RegistryDep, limits: Limi
     if body.top_k is not None and body.top_n is not None and body.top_k != body.top_n:
         raise InvalidInput("top_k and top_n are the same setting; give one, or equal values", param="top_n")
     handle = registry.for_task(body.model, "rerank")
-    result = await tasks.rerank(
-        handle,
-        body.query,
-        body.documents,
-        top_n=body.top_n or body.top_k,
-        truncate=body.truncate,
-        limits=limits,
-    )
+    options = tasks.RerankOptions(top_n=body.top_n or body.top_k, truncate=body.truncate)
+    result = await tasks.rerank(handle, body.query, body.documents, options, limits)
     results = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "relevance_score": np.float32(result.scores[i])}

@@ -16,23 +16,23 @@ from embedserve.api.deps import LimitsDep, RegistryDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, base64_rows, usage
 from embedserve.api.schemas import EmbeddingOptions, EmbeddingRequest, EmbeddingResponse, is_token_ids
-from embedserve.catalog import ModelSpec
 from embedserve.errors import InvalidInput
+from embedserve.model_settings import purpose
 from embedserve.quantization import Precision
 from embedserve.registry import ModelHandle
 
 router = APIRouter(tags=["embeddings"], route_class=dialect_route("openai"))
 
-# Jina's task → the catalogue prompt names that serve it, best first (none: the default prompt).
+# Jina's task → the prompt names that serve it, best first (none defined: the default prompt).
 JINA_TASK_PROMPTS: dict[str, tuple[str, ...]] = {
-    "retrieval.query": ("retrieval.query", "query"),
-    "retrieval.passage": ("retrieval.passage", "passage", "document"),
-    "text-matching": ("text-matching",),
-    "classification": ("classification",),
-    "separation": ("separation", "clustering"),
-    "clustering": ("clustering", "separation"),
-    "code.query": ("code.query", "query"),
-    "code.passage": ("code.passage", "passage", "document"),
+    "retrieval.query": purpose("retrieval.query", of="query"),
+    "retrieval.passage": purpose("retrieval.passage", of="document"),
+    "text-matching": purpose("text-matching", of="similarity"),
+    "classification": purpose("classification", of="classification"),
+    "separation": purpose("separation", of="clustering"),
+    "clustering": purpose("clustering", of="clustering"),
+    "code.query": purpose("code.query", of="query"),
+    "code.passage": purpose("code.passage", of="document"),
 }
 
 
@@ -42,7 +42,7 @@ async def create_embeddings(body: EmbeddingRequest, registry: RegistryDep, limit
     """Dense embeddings, OpenAI's request and response (plus ``options``, ``truncate`` and Jina's fields)."""
     handle = registry.for_task(body.model, "embeddings")
     texts = await input_texts(handle, body.input, limits)
-    options, encoding = embed_options(body, handle.entry.spec)
+    options, encoding = await embed_options(body, handle)
     result = await tasks.embed(handle, texts, options, limits)
     rows: Any = base64_rows(result.embeddings) if encoding == "base64" else result.embeddings
     data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
@@ -65,9 +65,10 @@ async def input_texts(
     return await tasks.texts_from_ids(handle, cast(list[list[int]], value), limits, param)
 
 
-def embed_options(body: EmbeddingRequest, spec: ModelSpec) -> tuple[tasks.EmbedOptions, str]:
+async def embed_options(body: EmbeddingRequest, handle: ModelHandle) -> tuple[tasks.EmbedOptions, str]:
     """OpenAI's, embedserve's and Jina's fields as one set of options, and the encoding; a
-    setting given twice with different values is a 422 naming the Jina field."""
+    setting given twice with different values is a 422 naming the Jina field. A Jina ``task``
+    picks one of the model's prompts (its own and the catalogue's)."""
     opts = body.options or EmbeddingOptions()
     given = body.model_fields_set
     if body.late_chunking:
@@ -81,7 +82,7 @@ def embed_options(body: EmbeddingRequest, spec: ModelSpec) -> tuple[tasks.EmbedO
     if body.task is not None:
         if opts.prompt is not None or opts.prompt_name is not None:
             raise InvalidInput("give task or options.prompt / options.prompt_name, not both", param="task")
-        prompt_name = tasks.prompt_name_for(spec, JINA_TASK_PROMPTS[body.task])
+        prompt_name = (await handle.model_settings()).prompt_name_for(JINA_TASK_PROMPTS[body.task])
     precision: Precision = opts.precision
     encoding = body.encoding_format
     kind = body.embedding_type

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from embedserve.quantization import Precision
+from embedserve.registry import ModelState
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
@@ -119,7 +120,7 @@ class Request(BaseModel):
 class EmbeddingOptions(Request):
     normalize_embeddings: bool | None = Field(default=None, description="unit vectors (default: the model's normalize)")
     prompt: str | None = Field(default=None, description="text put before every input")
-    prompt_name: str | None = Field(default=None, description="a prompt of the model's catalogue entry")
+    prompt_name: str | None = Field(default=None, description="a prompt of the model: its own or the catalogue's")
     precision: Precision = Field(default="float32", description="float32, int8, uint8, binary or ubinary")
 
 
@@ -223,8 +224,8 @@ class RerankResponse(BaseModel):
 class BatchingInfo(BaseModel):
     """The model's dynamic batching limits (models.yaml ``batching:``)."""
 
-    max_batch_size: int
-    max_batch_tokens: int | None  # None until the model is loaded (then set by its device)
+    max_batch_size: int | None  # None until the model is loaded (then its engine's default)
+    max_batch_tokens: int | None  # None until the model is loaded (then its engine's default)
     max_wait_ms: float
     max_queue: int
     passes: int | None  # forward passes side by side; None until the model is loaded (set by its engine)
@@ -238,6 +239,16 @@ class BatchStats(BaseModel):
     inputs_computed: int
 
 
+class PromptInfo(BaseModel):
+    """One prompt of the model: its text and where it is set (the model's own configuration or the catalogue)."""
+
+    text: str
+    origin: Literal["model", "catalogue"]
+
+
+Origin = Literal["model", "catalogue"]
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
@@ -245,15 +256,23 @@ class ModelInfo(BaseModel):
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]
+    dtype: Literal["float32", "float16", "bfloat16"]
     source: str
     loaded: bool
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     device: str
-    dimension: int | None
+    dimension: int | None = Field(description="output dimensions a request gets by default")
+    max_dimension: int | None = Field(description="the model's full output width: the most a request may ask for")
+    dimensions_origin: Origin | None = Field(description="who sets the default dimensions, when fewer than all")
     max_length: int | None
-    prompts: list[str]
+    max_length_origin: Origin | None
+    similarity: str | None = Field(description="the model's similarity_fn_name (cosine, dot, euclidean, manhattan)")
+    prompts: list[str] = Field(description="names of the prompts, the model's own and the catalogue's merged")
+    prompt_texts: dict[str, PromptInfo]
     default_prompt: str | None
+    default_prompt_origin: Origin | None
+    settings_read: bool = Field(description="whether the model's own settings were read (they are once it loaded)")
     preload: bool
     trust_remote_code: bool
     description: str | None
@@ -284,7 +303,7 @@ class Health(BaseModel):
 
 
 class ModelReadiness(BaseModel):
-    state: Literal["not_loaded", "loading", "ready", "failed", "unloaded"]
+    state: ModelState
     error: str | None
     preload: bool
 

@@ -84,15 +84,12 @@ async def embed_sparse(
     """Sparse embeddings: ``[[{"index", "value"}, ...], ...]``, indices ascending."""
     handle = _handle(registry, "sparse-embeddings", body.model, x_model)
     texts = await input_texts(handle, body.inputs, limits, "inputs")
-    result = await tasks.embed_sparse(
-        handle,
-        texts,
+    options = tasks.SparseOptions(
         prompt_name=body.prompt_name,
         truncate=body.truncate is not False,
         truncation_direction=_side(body.truncation_direction),
-        limits=limits,
-        param="inputs",
     )
+    result = await tasks.embed_sparse(handle, texts, options, limits, param="inputs")
     rows = [
         [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices, vec.values, strict=True)]
         for vec in result.vectors
@@ -106,16 +103,12 @@ async def rerank(
 ) -> FastJSONResponse:
     """``[{"index", "score", "text"?}, ...]``, highest score first."""
     handle = _handle(registry, "rerank", body.model, x_model)
-    result = await tasks.rerank(
-        handle,
-        body.query,
-        body.texts,
+    options = tasks.RerankOptions(
         truncate=body.truncate is not False,
         truncation_direction=_side(body.truncation_direction),
         raw_scores=body.raw_scores,
-        limits=limits,
-        param="texts",
     )
+    result = await tasks.rerank(handle, body.query, body.texts, options, limits, param="texts")
     out = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "score": np.float32(result.scores[i])}
@@ -129,7 +122,8 @@ async def rerank(
 async def similarity(
     body: s.SimilarityRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
 ) -> FastJSONResponse:
-    """Cosine similarity of ``inputs.source_sentence`` with each of ``inputs.sentences``: ``[float, ...]``."""
+    """The model's similarity (``similarity_fn_name``, cosine by default) of ``inputs.source_sentence``
+    with each of ``inputs.sentences``: ``[float, ...]``."""
     handle = _handle(registry, "embeddings", body.model, x_model)
     params = body.parameters or s.SimilarityParameters()
     options = tasks.EmbedOptions(
@@ -160,7 +154,7 @@ async def tokenize(
     """``[[{"id", "text", "special", "start", "stop"}, ...], ...]``; offsets in UTF-8 bytes, as TEI."""
     handle = _handle(registry, None, body.model, x_model)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    prompt = tasks.resolve_prompt(handle.entry.spec, None, body.prompt_name) or ""
+    prompt = (await handle.model_settings()).resolve(None, body.prompt_name) or ""
     tokenized = await tasks.tokenize(
         handle, texts, add_special_tokens=body.add_special_tokens, prompt_name=body.prompt_name, limits=limits
     )
@@ -218,7 +212,7 @@ async def info(
             "model_sha": spec.revision,
             "model_dtype": "float32",
             "model_type": model_type,
-            "prompts": dict(spec.prompts) or None,
+            "prompts": {name: p["text"] for name, p in described["prompt_texts"].items()} or None,
             "max_concurrent_requests": 512,
             "max_input_length": max_length,
             "max_batch_tokens": max_inputs * (max_length or 512),

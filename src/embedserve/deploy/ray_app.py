@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -56,19 +57,21 @@ class ModelReplica:
     """One catalogue model in a Ray replica, loaded here; the methods the ingress's handle calls."""
 
     async def __init__(self, model_id: str, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Ray awaits it
-        from embedserve.engines import passive_omp_threads
+        from embedserve.engines import EngineOptions, create_engine, passive_omp_threads
 
         settings = Settings(**args)
-        if settings.cache_dir is not None:  # where engines/export.py keeps onnx/openvino exports, as in `serve`
-            os.environ["EMBEDSERVE_CACHE_DIR"] = str(settings.cache_dir)
         catalog = load_catalog(settings.config)
         entry = catalog.entries[model_id]
         passive_omp_threads()
         import torch  # after passive_omp_threads: it takes effect only before torch loads
 
-        torch.set_num_threads(torch_threads(entry.spec.ray))
+        threads = torch_threads(entry.spec.ray)
+        torch.set_num_threads(threads)
+        options = EngineOptions(cache_dir=settings.cache_dir, torch_threads=threads)
         self._registry = Registry(
-            Catalog(catalog.path, {model_id: entry}), tokenizer_threads=settings.tokenizer_threads
+            Catalog(catalog.path, {model_id: entry}),
+            partial(create_engine, options=options),
+            tokenizer_threads=settings.tokenizer_threads,
         )
         self._handle = self._registry.models[model_id]
         context = serve.get_replica_context()
@@ -101,6 +104,7 @@ class ModelReplica:
             "info": self._info(),
             "max_length": engine.max_length,
             "dimension": engine.dimension,
+            "own_settings": engine.own_settings,
             "device": engine.device,
             "vocab_size": engine.tokenizer.vocab_size,
         }

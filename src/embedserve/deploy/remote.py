@@ -207,6 +207,7 @@ class _RemoteEngine:
         self._handle = handle
         self.max_length = int(facts["max_length"])
         self.dimension = facts["dimension"]
+        self.own_settings = facts.get("own_settings")
         self.device = str(facts["device"])
         self.tokenizer = _RemoteTokenizer(handle, int(facts["vocab_size"]))
 

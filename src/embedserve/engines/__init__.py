@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 
 from embedserve.catalog import CatalogEntry
-from embedserve.engines.base import DenseEngine, Engine, RerankEngine, SparseEngine, SparseVector
+from embedserve.engines.base import DenseEngine, Engine, EngineOptions, RerankEngine, SparseEngine, SparseVector
 
 __all__ = [
     "DenseEngine",
     "Engine",
+    "EngineOptions",
     "RerankEngine",
     "SparseEngine",
     "SparseVector",
@@ -33,16 +34,18 @@ def passive_omp_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def create_engine(entry: CatalogEntry) -> Engine:
-    """Load the model of ``entry`` (blocking) and return its engine."""
+def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> Engine:
+    """Load the model of ``entry`` (blocking) and return its engine; ``options``: the server's
+    settings the engine reads (default: none set)."""
     passive_omp_threads()
     from embedserve.engines import sentence_transformers as st
 
     spec = entry.spec
+    options = options or EngineOptions()
     if spec.type == "embeddings":
-        return st.STDenseEngine(entry)
+        return st.STDenseEngine(entry, options)
     if spec.type == "sparse-embeddings":
-        return st.STSparseEngine(entry)
+        return st.STSparseEngine(entry, options)
     if spec.engine_name == "similarity":
-        return st.SimilarityRerankEngine(entry)
-    return st.CrossEncoderEngine(entry)
+        return st.SimilarityRerankEngine(entry, options)
+    return st.CrossEncoderEngine(entry, options)

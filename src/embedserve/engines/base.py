@@ -20,12 +20,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
+from embedserve.model_settings import ModelConfig
+
+if TYPE_CHECKING:
+    from embedserve.settings import Settings
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -33,6 +38,7 @@ IntArray = npt.NDArray[np.int64]
 __all__ = [
     "DenseEngine",
     "Engine",
+    "EngineOptions",
     "RerankEngine",
     "RerankUnits",
     "Side",
@@ -41,6 +47,19 @@ __all__ = [
     "Token",
     "Tokens",
 ]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The server settings an engine reads, handed to it when it is made (never through the
+    environment or at import), so ``create_app(Settings(...))`` gets what it asks for."""
+
+    cache_dir: Path | None = None  # onnx/openvino exports; None: export.cache_root()'s default
+    torch_threads: int | None = None  # torch's intra-op threads, shared by its passes; None: torch's own
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(cache_dir=settings.cache_dir, torch_threads=settings.torch_threads)
 
 
 @dataclass(frozen=True)
@@ -56,10 +75,17 @@ class Engine(ABC):
 
     tokenizer: TextTokenizer
     max_length: int
-    dimension: int | None = None
+    dimension: int | None = None  # the full output width (a default ``dimensions`` may serve fewer)
+    own_settings: ModelConfig | None = None  # the model's own configuration, as its library read it
     device: str = "cpu"
     passes: int = 1  # forward passes it can run side by side: the default of ``batching.passes``
     shares_device: bool = False  # its passes take one unit of the device's gate, not all of it (gate.py)
+    # What the batcher asks of the engine (TEI's backend trait: ``is_padded``, ``max_batch_size``).
+    # ``is_padded``: a pass pads every unit to the longest, so the queue counts a batch's tokens
+    # as the longest unit times the batch's size; else as the sum of its units' tokens.
+    is_padded: bool = True
+    max_batch_size: int = 32  # inputs per pass where the catalogue sets none
+    max_batch_tokens: int = 16384  # tokens per pass (counted as above) where the catalogue sets none
 
     def pass_threads(self, passes: int) -> None:  # noqa: B027 (a hook; most engines need nothing)
         """Called on a batch thread before each pass, with the passes now running on the device

@@ -13,13 +13,15 @@ with dynamic batch and sequence axes, so the runtime's one output is what the to
 * ``openvino``: ``model.xml``/``.bin`` converted from the ONNX file; ``int8``: NNCF's int8 weight
   compression of it (activations stay fp32).
 
-The cache (``EMBEDSERVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/embedserve`` or
-``~/.cache/embedserve``) holds one directory per key: model name, what the model is (dense,
-sparse, cross-encoder), a hash of the source's files (its revision), backend, quantization, the
-input names and the versions of the exporting libraries. An entry is built in a temporary
-directory, its files are fsynced and listed with their SHA-256 in ``manifest.json``, then the
-directory is renamed into place: a reader sees a whole entry or none. Every load checks the
-manifest and the checksums; an entry that fails the check is removed and rebuilt, never loaded.
+The cache (the server's ``cache_dir`` setting, handed to the engine in
+:class:`~embedserve.engines.base.EngineOptions`; else ``EMBEDSERVE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/embedserve`` or ``~/.cache/embedserve``) holds one directory per key: model
+name, what the model is (dense, sparse, cross-encoder), a hash of the source's files (its
+revision), backend, quantization, the input names and the versions of the exporting libraries.
+An entry is built in a temporary directory, its files are fsynced and listed with their SHA-256
+in ``manifest.json``, then the directory is renamed into place: a reader sees a whole entry or
+none. Every load checks the manifest and the checksums; an entry that fails the check is removed
+and rebuilt, never loaded.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ _SKIP = {"__pycache__", ".git", ".cache"}
 
 
 def cache_root() -> Path:
+    """The cache where no ``cache_dir`` is given: ``EMBEDSERVE_CACHE_DIR`` (the setting's variable,
+    for library use without Settings), else the XDG cache directory."""
     explicit = os.environ.get("EMBEDSERVE_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()

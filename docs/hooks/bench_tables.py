@@ -1,0 +1,257 @@
+"""MkDocs hook: the benchmark tables, built at build time from ``bench/results/*.json``.
+
+A page writes ``<!-- bench: NAME -->`` and gets the table :data:`TABLES` makes for NAME from the
+JSON file the benchmark script wrote, so no figure on the site is typed by hand. A marker with an
+unknown name, or a results file that is missing, stops the build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MARKER = re.compile(r"<!-- bench: ?([a-z0-9-]+) -->")
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+Json = dict[str, Any]
+TIMES = "\u00d7"  # the multiplication sign of "1.34x"
+
+
+def load(results: Path, name: str) -> Json:
+    """``bench/results/<name>.json``."""
+    data: Json = json.loads((results / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _loads(rows: list[Json]) -> list[tuple[int, int]]:
+    """The (concurrency, inputs a request) loads of a run, in the order it ran them."""
+    return list(dict.fromkeys((r["concurrency"], r["items_per_request"]) for r in rows))
+
+
+def _load_header(loads: list[tuple[int, int]]) -> list[str]:
+    return [f"c={c}, n={n}" for c, n in loads]
+
+
+def batching(results: Path) -> str:
+    """Served items/s per task, server and load (``bench/batching.py``), with the ratios to the ceiling."""
+    rows = load(results, "batching")["rows"]
+    loads = _loads(rows)
+    table = []
+    for task, server in dict.fromkeys((r["task"], r["server"]) for r in rows):
+        cells = []
+        for c, n in loads:
+            hit = [
+                r
+                for r in rows
+                if (r["task"], r["server"], r["concurrency"], r["items_per_request"]) == (task, server, c, n)
+            ]
+            if not hit:
+                cells.append("—")
+                continue
+            r = hit[0]
+            extra = f", {r['embedserve_ratio']}{TIMES}" if "embedserve_ratio" in r else ""
+            cells.append(f"{_num(r['items_per_second'])} ({r['ratio_to_ceiling']:.2f}{extra})")
+        table.append([task, server, *cells])
+    return _table(["task", "server", *_load_header(loads)], table)
+
+
+def batching_ceilings(results: Path) -> str:
+    """The in-process ceilings ``bench/batching.py`` measured before and after the served loads."""
+    ceiling = load(results, "batching")["ceiling"]
+    rows = [
+        [name, _num(c["items_per_second"]), str(c["batch_size"]), _num(c["before"]), _num(c["after"])]
+        for name, c in ceiling.items()
+        if "items_per_second" in c
+    ]
+    return _table(["task / inputs", "items/s (mean)", "best batch size", "before", "after"], rows)
+
+
+def batching_targets(results: Path) -> str:
+    """The targets ``bench/batching.py`` checks, with this run's value."""
+    targets = load(results, "batching")["targets"]
+    rows = [[t["target"], str(t["value"]), "met" if t["met"] else "**missed**"] for t in targets]
+    return _table(["target", "value", ""], rows)
+
+
+def _engines(results: Path, name: str) -> str:
+    data = load(results, name)
+    rows = data["rows"]
+    loads = _loads(rows)
+    table = []
+    for engine, task in dict.fromkeys((r["engine"], r["task"]) for r in rows):
+        ceiling = data["ceiling"].get(f"{task}/{engine}")
+        cells = [f"{_num(ceiling['items_per_second'])} ({ceiling['ratio_to_torch']:.2f})" if ceiling else "—"]
+        for c, n in loads:
+            hit = [
+                r
+                for r in rows
+                if (r["engine"], r["task"], r["concurrency"], r["items_per_request"]) == (engine, task, c, n)
+            ]
+            cells.append(f"{_num(hit[0]['items_per_second'])} ({hit[0]['ratio_to_torch']:.2f})" if hit else "—")
+        table.append([engine, task, *cells])
+    return _table(["engine", "task", "in-process ceiling", *_load_header(loads)], table)
+
+
+def engines(results: Path) -> str:
+    """Every engine against torch: in-process ceiling and served loads (``bench/batching.py --engines-only``)."""
+    return _engines(results, "engines")
+
+
+def engines_passes(results: Path) -> str:
+    """torch (two passes side by side) against the default engine (``bench/results/engines-passes.json``)."""
+    return _engines(results, "engines-passes")
+
+
+def quality(results: Path) -> str:
+    """Each engine's quality through the API against torch's, and the gate (``bench/quality.py``)."""
+    data = load(results, "quality")
+    rows = []
+    for engine, figures in data["figures"].items():
+        diff = data["gate"][engine]["diff"]
+        cells = [f"{figures[k]:.2f} ({diff[k]:+.2f})" for k in ("sts", "ndcg_dense", "ndcg_sparse")]
+        rows.append([engine, *cells, "pass" if data["gate"][engine]["passes"] else "**fail**"])
+    return _table(["engine", "STS Spearman (diff)", "SciFact nDCG@10 dense (diff)", "sparse (diff)", "gate"], rows)
+
+
+def quality_data(results: Path) -> str:
+    """What ``bench/quality.py`` ran on."""
+    data = load(results, "quality")["data"]
+    return _table(
+        ["STS pairs", "SciFact queries", "SciFact documents"],
+        [[f"{data[k]:,}" for k in ("sts_pairs", "queries", "documents")]],
+    )
+
+
+def ray(results: Path) -> str:
+    """Ray Serve against the single-process server: items/s ratio and p50 ratio per load (``bench/ray_deploy.py``)."""
+    ratios = load(results, "ray")["ratios"]
+    loads = _loads(ratios)
+    table = []
+    for task in dict.fromkeys(r["task"] for r in ratios):
+        cells = []
+        for c, n in loads:
+            hit = [r for r in ratios if (r["task"], r["concurrency"], r["items_per_request"]) == (task, c, n)]
+            cells.append(f"{hit[0]['throughput_ratio']:.2f} ({hit[0]['p50_ratio']:.2f}{TIMES} p50)" if hit else "—")
+        table.append([task, *cells])
+    return _table(["task", *_load_header(loads)], table)
+
+
+def eval_scifact(results: Path) -> str:
+    """``embedserve eval`` on SciFact through the server, against the same models in-process (``bench/eval.py``)."""
+    data = load(results, "eval_scifact")
+    served, inprocess = data["served"], data.get("inprocess", {})
+    rows = []
+    for method, m in served["metrics"].items():
+        latency = served["latency_ms"][method]
+        there = inprocess.get(method)
+        base = f"{there['ndcg@10']:.2f} ({m['ndcg@10'] - there['ndcg@10']:+.2f})" if there else "—"
+        rows.append(
+            [
+                method,
+                f"{m['ndcg@10']:.2f}",
+                f"{m['mrr@10']:.2f}",
+                f"{m['recall@100']:.2f}",
+                f"{latency['p50']:.0f} / {latency['p95']:.0f} ms",
+                base,
+            ]
+        )
+    return _table(["method", "nDCG@10", "MRR@10", "Recall@100", "latency p50 / p95", "in-process nDCG@10 (diff)"], rows)
+
+
+def eval_scifact_run(results: Path) -> str:
+    """What the SciFact evaluation ran on."""
+    s = load(results, "eval_scifact")["served"]
+    models = ", ".join(f"{k}: `{v}`" for k, v in s["models"].items())
+    rows = [[s["dataset"], f"{s['documents']:,}", f"{s['queries']:,}", models, s["database"]]]
+    return _table(["dataset", "documents", "queries", "models", "database"], rows)
+
+
+def figures(results: Path) -> str:
+    """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
+    rows = []
+    sts = load(results, "sts")
+    rows.append(
+        [
+            f"STS Benchmark Spearman of `{sts['model']}`, served / in-process (MTEB publishes {sts['published_mteb']})",
+            f"{sts['served_spearman']:.2f} / {sts['inprocess_spearman']:.2f}",
+            "`bench/sts.py`",
+        ]
+    )
+    start = load(results, "startup")
+    state = "venv already installed" if start["venv_was_installed"] else "fresh clone: creates the venv and installs"
+    rows.append([f"`make run` to ready ({state})", f"{start['seconds_to_ready']:.1f} s", "`bench/startup.py`"])
+    rows.append(
+        [
+            "server memory with the default catalogue, idle / after a warm-up",
+            f"{start['idle']['rss_mib']:.0f} / {start['after_warm_up']['rss_mib']:.0f} MiB RSS",
+            "`bench/startup.py`",
+        ]
+    )
+    loads = ", ".join(f"{model} {seconds:.1f} s" for model, seconds in start["load_seconds"].items())
+    rows.append(["each model's load at start-up", loads, "`bench/startup.py`"])
+    first = load(results, "first_token")
+    speedups = ", ".join(f"{k}: {v['speedup_median']:.2f}{TIMES}" for k, v in first.items())
+    rows.append(
+        [
+            "cross-encoder, first-token last layer against the full one (median speed-up)",
+            speedups,
+            "`bench/first_token.py`",
+        ]
+    )
+    passes = load(results, "passes")["ratio_passes2_to_passes1"]
+    ratios = ", ".join(f"c={c}: {r:.2f}{TIMES}" for c, r in passes.items())
+    rows.append(["torch `passes: 2` against `passes: 1`, served queries/s", ratios, "`bench/passes.py`"])
+    middleware = load(results, "middleware")["results"]
+    added = ", ".join(f"{k}: +{v['added_us']:.0f} µs" for k, v in middleware.items())
+    rows.append(["the middleware stack's cost per request", added, "`bench/middleware.py`"])
+    return _table(["figure", "value", "script"], rows)
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "batching": batching,
+    "batching-ceilings": batching_ceilings,
+    "batching-targets": batching_targets,
+    "engines": engines,
+    "engines-passes": engines_passes,
+    "quality": quality,
+    "quality-data": quality_data,
+    "ray": ray,
+    "eval-scifact": eval_scifact,
+    "eval-scifact-run": eval_scifact_run,
+    "figures": figures,
+}
+
+
+def render(markdown: str, results: Path = RESULTS) -> str:
+    """Replace every ``<!-- bench: NAME -->`` marker in a page's Markdown with its table."""
+
+    def table(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise KeyError(f"unknown benchmark table {name!r}; known: {', '.join(TABLES)}")
+        return TABLES[name](results)
+
+    return MARKER.sub(table, markdown)
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    """MkDocs event: every page goes through :func:`render`; a failure stops the build with its reason."""
+    from mkdocs.exceptions import PluginError
+
+    try:
+        return render(markdown)
+    except (LookupError, ValueError, OSError) as exc:
+        raise PluginError(f"{__name__}: {exc}") from exc
