@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 # MkDocs 1.x prints a banner about its successor on every build
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test test-fast lint docs bench bench-sts bench-eval bench-quality screenshot clean
+.PHONY: run test test-fast container-prereqs lint docs bench bench-sts bench-eval bench-quality screenshot clean
 
 # torch first and pinned, so nothing later lets pip pick another (CUDA) build.
 $(BIN)/python:
@@ -35,11 +35,17 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=<path>" >&2; exit 1; }
 	$(APT_INSTALL) chromium || { $(SUDO) apt-get update -q && $(APT_INSTALL) chromium; }
 
+# The image test (tests/container) builds the Dockerfile with podman: podman from apt and a local
+# debian:bookworm-slim made with debootstrap, when missing (no image registry is needed).
+container-prereqs:
+	.ci/container-prereqs.sh
+
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test $(CHROMIUM)
+test: $(VENV)/.installed-test $(CHROMIUM) container-prereqs
 	$(BIN)/ruff check src tests bench docs/hooks
+	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest

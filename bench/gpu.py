@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import write_json  # noqa: E402
 from loadgen import run_load  # noqa: E402
 
+WORDS = "heart attack protein cell gene cancer risk study patients blood level increase effect"
 LOADS = [(1, 1), (32, 1), (128, 1), (4, 32)]
-BATCH_SIZES = (8, 32, 64, 128, 256)
+BATCH_SIZES = (8, 32, 64, 128, 256)  # --device cpu: the first two
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
@@ -65,7 +66,7 @@ def texts(data: Path | None) -> tuple[list[str], list[str]]:
                     break
         return queries, docs
     rng = np.random.default_rng(0)
-    words = "heart attack protein cell gene cancer risk study patients blood level increase effect".split()
+    words = np.array(WORDS.split())
     queries = [" ".join(rng.choice(words, size=int(rng.integers(6, 16)))) for _ in range(1000)]
     docs = [" ".join(rng.choice(words, size=int(rng.integers(120, 300)))) for _ in range(2000)]
     return queries, docs
@@ -113,7 +114,8 @@ def post(url: str, path: str, body: dict[str, Any]) -> Any:
     import httpx
 
     response = httpx.post(url + path, json=body, timeout=120)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:500]}")
     return response.json()
 
 
@@ -133,7 +135,10 @@ def correctness(
         together = post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": sample})["data"]
         served = np.asarray([row["embedding"] for row in together], dtype=np.float32)
         alone = np.asarray(
-            [post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": t})["data"][0]["embedding"] for t in sample]
+            [
+                post(url, "/v1/embeddings", {"model": f"dense{suffix}", "input": t})["data"][0]["embedding"]
+                for t in sample
+            ]
         )
         cos = np.sum(served * library, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(library, axis=1))
         out[f"dense/{dtype}"] = {
@@ -166,12 +171,12 @@ def ceiling(model_dir: Path, device: str, dtype: str, items: list[str], seconds:
 
     model = SentenceTransformer(str(model_dir), device=device, model_kwargs={"dtype": getattr(torch, dtype)})
     best = (0.0, 0)
-    for bs in BATCH_SIZES:
+    for bs in BATCH_SIZES if device == "cuda" else BATCH_SIZES[:2]:
         model.encode(items[:bs], batch_size=bs)
         done, offset, started = 0, 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            chunk = items[offset : offset + bs * 4] or items[: bs * 4]
-            offset = (offset + bs * 4) % len(items)
+            chunk = items[offset : offset + bs] or items[:bs]
+            offset = (offset + bs) % len(items)
             model.encode(chunk, batch_size=bs)
             done += len(chunk)
         best = max(best, (done / (time.perf_counter() - started), bs))
@@ -189,9 +194,14 @@ def bodies(model: str, items: list[str], per_request: int, n: int = 512) -> list
     return out
 
 
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def served(port: int, model: str, queries: list[str], docs: list[str], seconds: float) -> list[dict[str, Any]]:
     rows = []
     for concurrency, per_request in LOADS:
+        progress(f"{model}: {concurrency} clients x {per_request} texts")
         items = queries if per_request == 1 else docs
         result = asyncio.run(
             run_load(
@@ -232,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "texts": "scifact" if (args.data / "queries.jsonl").exists() else "generated",
     }
     with tempfile.TemporaryDirectory() as tmp:
+        progress("building the models")
         models = build_models(Path(tmp), args.layers)
         config = catalogue(models, Path(tmp) / "models.yaml", args.device, half)
         report["ceiling"] = {
@@ -239,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in ("float32", half)
             for name, items in (("queries", queries), ("documents", docs))
         }
+        progress("the in-process ceiling done; starting the server")
         with running_server(config, timeout=600) as server:
             port = int(server.url.rsplit(":", 1)[1])
             report["ready_seconds"] = round(server.ready_seconds, 1)
+            progress("served against the library")
             report["correctness"] = correctness(server.url, models, queries, docs, args.device, half)
             report["served"] = {}
             for dtype, model in (("float32", "dense"), (half, "dense-half")):

@@ -18,10 +18,10 @@ from helpers.tiny_models import build_tiny_models
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder (unit, api, integration, e2e, browser, robustness) so ``-m`` can pick layers."""
+    """Mark tests by folder (unit, api, integration, e2e, browser, robustness, container) so ``-m`` can pick layers."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness"):
+        if parts and parts[0] in ("unit", "api", "integration", "e2e", "browser", "robustness", "container"):
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 

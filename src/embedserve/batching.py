@@ -1,14 +1,12 @@
 """Dynamic batching: one queue per model, and its batch threads that run the forward passes.
 
 Requests put their units (texts, or query-document pairs, already tokenized) into the
-model's queue and wait on a future. The batch thread takes the oldest unit, and with it the
-units of the next few batches' worth whose lengths are closest to its own, while the batch
-stays within ``max_batch_size`` units and ``max_batch_tokens`` tokens (for an engine that pads,
-the longest unit times the batch's size; else the sum of the units'); it runs one forward pass
-and hands every unit's output back to its request. So many small requests merge into one pass,
-one large request is split across several, and each pass pads little. When many units wait, a
-pass of an engine that pads takes about 60% of them (and then only units that add no padding),
-so the rest can group by length in the next pass instead of padding this one.
+model's queue and wait on a future. A batch thread takes the units
+:func:`~embedserve.batch_policy.select_batch` chooses (the oldest, and the waiting units of its
+group closest to it in length, within ``max_batch_size`` and ``max_batch_tokens``), runs one
+forward pass and hands every unit's output back to its request. So many small requests merge
+into one pass, one large request is split across several, and each pass pads little. This
+module is the runner: threads, waiting, deadlines, cancellation, the device gate, metrics.
 
 Waiting: when requests are still being tokenized for this model and the queue holds less
 than a full batch, the thread waits up to ``max_wait_ms`` for them; a lone request never
@@ -39,7 +37,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -47,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedserve.batch_policy import select_batch, window_size
 from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
 from embedserve.engines.base import Engine
@@ -67,21 +65,8 @@ Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's r
 Observer = Callable[[int, int, float], None]  # after each pass: inputs, tokens, seconds
 
 
-# A pass that takes every waiting unit has no choice of lengths: its padding is set by the
-# longest. Leaving some for the next pass lets each pass group similar lengths. Measured here
-# (all-MiniLM-L6-v2, SciFact queries, in-process): 16 random queries a pass gave 153/s, 16 chosen
-# from 32 by length 180/s, 8 from 16 176/s; served at 32 concurrent clients, passes capped this
-# way went from 125 to 160-166 texts/s. Short queues go whole: there, bigger passes gain more
-# than sorting (4 random 138/s, 4 of 8 149/s, 8 random 146/s).
-_TAKE_ALL_UP_TO = 8
-_SHARE = 0.6
 # After this long with nothing queued, the thread gives the passes' freed memory back to the OS.
 _IDLE_SECONDS = 1.0
-
-
-def _choice_cap(waiting: int) -> int:
-    """How many of ``waiting`` units a pass takes before it takes only those that add no padding."""
-    return waiting if waiting <= _TAKE_ALL_UP_TO else max(_TAKE_ALL_UP_TO, math.ceil(waiting * _SHARE))
 
 
 _SPEC = BatchingSpec.model_fields  # the catalogue's defaults are the ones below
@@ -274,32 +259,18 @@ class Batcher:
             request.queued = 0
 
     def _take(self) -> list[_Unit]:
-        """The next batch, under the lock: the oldest live unit, and the units of its group from the
-        next ``4 * max_batch_size`` whose lengths are closest to its own, within the limits.
-
-        The oldest unit always goes, so none waits forever; its neighbours in length pad little."""
-        limits = self.limits
+        """The next batch, under the lock, as :func:`~embedserve.batch_policy.select_batch` chooses
+        it from the live units at the front of the queue."""
         while self._queue and not self._queue[0].request.live:
             self._queue.popleft()  # dropped: already off the count
-        if not self._queue:
-            return []
-        head = self._queue.popleft()
-        window: list[_Unit] = []
-        for unit in itertools.islice(self._queue, 4 * limits.max_batch_size):
-            if unit.request.live and unit.tokens.group == head.tokens.group:
-                window.append(unit)
-        window.sort(key=lambda u: abs(u.tokens.cost - head.tokens.cost))
-        choice = _choice_cap(len(window) + 1)
-        batch, longest, total = [head], head.tokens.cost, head.tokens.cost
-        for unit in window:
-            width = max(longest, unit.tokens.cost)
-            tokens = width * (len(batch) + 1) if self.padded else total + unit.tokens.cost
-            if len(batch) >= limits.max_batch_size or tokens > limits.max_batch_tokens:
-                break
-            if self.padded and len(batch) >= choice and width > longest:
-                continue  # past the share, only units that add no padding
-            batch.append(unit)
-            longest, total = width, total + unit.tokens.cost
+        size = window_size(self.limits.max_batch_size)
+        waiting = list(itertools.islice((u for u in self._queue if u.request.live), size))
+        chosen = select_batch(
+            [u.tokens for u in waiting], self.limits.max_batch_size, self.limits.max_batch_tokens, padded=self.padded
+        )
+        batch = [waiting[i] for i in chosen]
+        if len(batch) == 1:
+            self._queue.popleft()  # the head (live, so the first in the deque)
         for unit in batch:
             unit.request.queued -= 1
         self._queued -= len(batch)

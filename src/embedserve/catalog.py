@@ -6,7 +6,7 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | rerank
-        engine: sentence-transformers | cross-encoder | similarity | fusion
+        engine: sentence-transformers | cross-encoder | similarity | fusion | fake (tests: no model, hashed vectors)
         fuse: {dense: <id>, sparse: <id>, sparse_weight: 0.1}  # engine fusion only (and then no name):
                                       # scores with these catalogue models, sharing them (fusion.py)
         device: auto | cpu | cuda | cuda:N | mps
@@ -84,10 +84,10 @@ Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "rerank")
-ENGINES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("sentence-transformers",),
-    "sparse-embeddings": ("sentence-transformers",),
-    "rerank": ("cross-encoder", "similarity", "fusion"),
+ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
+    "embeddings": ("sentence-transformers", "fake"),
+    "sparse-embeddings": ("sentence-transformers", "fake"),
+    "rerank": ("cross-encoder", "similarity", "fusion", "fake"),
 }
 FUSION = "fusion"
 """The rerank engine that runs no model of its own: it scores with two other catalogue models."""

@@ -19,8 +19,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from embedserve import __version__
-from embedserve.catalog import Catalog, load_catalog, resolve_source
+from embedserve.catalog import Catalog, ModelSpec, load_catalog, resolve_source
 from embedserve.errors import CatalogError
+from embedserve.model_settings import merge, read_model_config
 from embedserve.settings import LogFormat, LogLevel, Settings
 
 log = logging.getLogger("embedserve")
@@ -173,14 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "NAME")]
+    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
+        directory: Path | None = None
         try:
             source = entry.source if spec.is_fusion else resolve_source(spec.name, base)
             kind, status = source.describe(), "yes"
             if source.kind == "hub":
-                status = "cached" if _hub_cached(source.location, spec.revision) else "needs hub access"
+                directory = _hub_cached(source.location, spec.revision)
+                status = "cached" if directory else "needs hub access"
+            else:
+                directory = Path(source.location)
         except ValueError as exc:
             kind, status = "-", f"no: {exc}"
         rows.append(
@@ -192,6 +197,7 @@ def _models(catalog: Catalog) -> int:
                 "yes" if spec.trust_remote_code else "no",
                 kind,
                 status,
+                _prompts(spec, directory),
                 spec.name,
             )
         )
@@ -236,19 +242,37 @@ def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     return 0
 
 
-def _hub_cached(repo_id: str, revision: str | None) -> bool:
+def _prompts(spec: ModelSpec, directory: Path | None) -> str:
+    """The model's non-empty prompts, its own and the catalogue's: ``name(origin)``, the default
+    marked ``*``; ``?`` when the model's files are not on this machine."""
+    try:
+        settings = merge(spec, read_model_config(directory, spec) if directory else None)
+    except ValueError as exc:
+        return f"error: {exc}"
+    shown = [
+        f"{name}({p.origin}){'*' if name == settings.default_prompt else ''}"
+        for name, p in sorted(settings.prompts.items())
+        if p.text
+    ]
+    return ",".join(shown) or ("-" if directory else "?")
+
+
+def _hub_cached(repo_id: str, revision: str | None) -> Path | None:
+    """The model's directory in the Hugging Face cache, if it is there."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except Exception:
-        return False
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _serve(settings: Settings, catalog: Catalog) -> int:
     import uvicorn
 
     from embedserve.api import create_app
+    from embedserve.api.connections import ConnectionLimits, guarded_protocol, raise_fd_limit
     from embedserve.engines import passive_omp_threads
     from embedserve.logs import configure_logging
 
@@ -279,6 +303,13 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log.warning(warning)
     # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
     # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
+    raise_fd_limit()
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        min_body_rate=settings.min_body_rate,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -287,6 +318,8 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log_config=None,
         access_log=False,  # embedserve.access logs each request, with its id
         timeout_graceful_shutdown=settings.shutdown_grace,
+        http=guarded_protocol(limits),  # header, body and idle timeouts, header size, connection cap
+        timeout_keep_alive=settings.idle_timeout,
     )
     return 0
 

@@ -24,6 +24,7 @@ class RequestContext:
     queue: float = 0.0
     inference: float = 0.0
     tokens: int = 0  # tokens the model computed for this request (after truncation)
+    client_gone: bool = False  # the client disconnected before the response started (logged as 499)
 
 
 current: ContextVar[RequestContext | None] = ContextVar("embedserve_request", default=None)

@@ -20,9 +20,11 @@ pick a prompt with :func:`prompt_name_for` from the names models use for that pu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +63,41 @@ class ModelConfig:
     similarity_fn_name: str | None = None
     truncate_dim: int | None = None
     max_seq_length: int | None = None
+
+
+def read_model_config(directory: Path, spec: ModelSpec) -> ModelConfig:
+    """What sentence-transformers reads from a model directory, without loading the model (for
+    ``embedserve models``; a loaded engine reports what the library itself read). Dense and
+    sparse models get the library's empty ``query`` and ``document`` prompts unless their files
+    set them; cross-encoders have no such defaults."""
+    saved = _json(directory / "config_sentence_transformers.json")
+    module = _json(directory / "sentence_bert_config.json")
+    cross = spec.type == "rerank" and spec.engine_name == "cross-encoder"
+    prompts = {} if cross else {"query": "", "document": ""}
+    prompts.update({str(k): str(v) for k, v in (saved.get("prompts") or {}).items()})
+    similarity = saved.get("similarity_fn_name") or (
+        None if cross else "dot" if spec.type == "sparse-embeddings" else "cosine"
+    )
+    truncate_dim = saved.get("truncate_dim")
+    # an older module config's max_seq_length, else the tokenizer's model_max_length (what the library reads)
+    max_seq_length = module.get("max_seq_length") or _json(directory / "tokenizer_config.json").get("model_max_length")
+    if isinstance(max_seq_length, int) and max_seq_length >= 10**9:  # transformers' "no limit"
+        max_seq_length = None
+    return ModelConfig(
+        prompts=prompts,
+        default_prompt_name=saved.get("default_prompt_name"),
+        similarity_fn_name=similarity,
+        truncate_dim=int(truncate_dim) if isinstance(truncate_dim, int) else None,
+        max_seq_length=int(max_seq_length) if isinstance(max_seq_length, int) else None,
+    )
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,7 @@ class ModelHandle:
             "preload": spec.preload,
             "trust_remote_code": spec.trust_remote_code,
             "description": spec.description,
+            "default": spec.default,
             # before the load, the catalogue's limits: the engine fills in the rest when it loads
             "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
             "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},

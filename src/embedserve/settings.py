@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -69,6 +77,28 @@ class Settings(BaseSettings):
         default=30, description="seconds in-flight requests get to finish after SIGTERM"
     )
     log_format: LogFormat = Field(default="text", description="text, or json: one JSON object a line")
+    # Connections (docs/hardening.md): `embedserve serve` only; under Ray Serve its proxy has its own
+    idle_timeout: PositiveInt = Field(
+        default=5, description="seconds a keep-alive connection may wait for its next request before it is closed"
+    )
+    header_timeout: PositiveFloat = Field(
+        default=10.0,
+        description="seconds from a connection's opening (or a request's first byte) to its complete headers; "
+        "else 408 and the connection is closed",
+    )
+    min_body_rate: NonNegativeInt = Field(
+        default=1024,
+        description="bytes a second a request body must average once header_timeout seconds have passed; "
+        "else 408 (0: no minimum)",
+    )
+    max_header_bytes: PositiveInt = Field(
+        default=64 * 1024, description="request line and headers together, in bytes; past it 431"
+    )
+    max_connections: PositiveInt = Field(
+        default=1000,
+        description="open connections; one more closes the connection idle the longest (capped below the "
+        "process's limit on open files)",
+    )
 
     @field_validator("cors_origins", "api_keys", mode="before")
     @classmethod

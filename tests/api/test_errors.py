@@ -6,8 +6,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def app(fake_app: FastAPI) -> FastAPI:
+    """Errors need no real numbers: the catalogue on the fake engine."""
+    return fake_app
 
 
 @pytest.mark.parametrize(

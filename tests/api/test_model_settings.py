@@ -5,6 +5,7 @@ writes; each served output is compared with the library's own on the same direct
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncod
 from sentence_transformers.util import cos_sim
 
 from embedserve.api import create_app
-from embedserve.catalog import parse_catalog
+from embedserve.catalog import ModelSpec, parse_catalog
+from embedserve.engines.sentence_transformers import own_settings
+from embedserve.model_settings import read_model_config
 from embedserve.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +49,11 @@ def dirs(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("model-settings")
     sparse = saved_as_sentence_transformers("sparse", tiny_models["sparse"], root / "sparse-saved")
     rerank = saved_as_sentence_transformers("rerank", tiny_models["rerank"], root / "rerank-saved")
+    instructor = with_settings(tiny_models["dense"], root / "instructor", prompts={"query": "Represent the question: "})
+    pooling = instructor / "1_Pooling" / "config.json"  # pooling leaves the prompt's tokens out, as INSTRUCTOR's
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "include_prompt": False}))
     return {
+        "instructor": instructor,
         "e5": with_settings(tiny_models["dense"], root / "e5", max_seq_length=32, **E5),
         "nomic": with_settings(tiny_models["dense"], root / "nomic", **NOMIC),
         "sparse": with_settings(sparse, root / "sparse", prompts={"query": "query: "}),
@@ -61,6 +68,7 @@ def _entry(path: Path, kind: str = "embeddings", **fields: Any) -> dict[str, Any
 @pytest.fixture(scope="module")
 def app(dirs: dict[str, Path]) -> FastAPI:
     models = {
+        "instructor": _entry(dirs["instructor"]),
         "e5": _entry(dirs["e5"]),
         "nomic": _entry(dirs["nomic"]),
         "overridden": _entry(dirs["e5"], prompts=CATALOGUE_PROMPTS, default_prompt="query", dimensions=8),
@@ -85,6 +93,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 def library(dirs: dict[str, Path]) -> dict[str, SentenceTransformer]:
     return {
+        "instructor": SentenceTransformer(str(dirs["instructor"]), device="cpu"),
         "e5": SentenceTransformer(str(dirs["e5"]), device="cpu"),
         "nomic": SentenceTransformer(str(dirs["nomic"]), device="cpu"),
         # the catalogue's settings are what sentence-transformers' own constructor arguments do
@@ -130,6 +139,8 @@ CASES = [
     ("overridden", "openai", {"options": {"prompt_name": "passage"}}, "passage"),  # the model's
     ("overridden", "openai", {"options": {"prompt_name": "code"}}, "code"),  # the catalogue's
     ("overridden", "cohere", {"input_type": "search_query"}, "query"),
+    ("instructor", "openai", {"task": "retrieval.query"}, "query"),  # pooled without the prompt's tokens
+    ("instructor", "openai", {}, None),
 ]
 
 
@@ -276,3 +287,24 @@ async def test_cross_encoder_applies_its_default_prompt(client: httpx.AsyncClien
     np.testing.assert_allclose([scores[i] for i in range(3)], expected, atol=1e-5)
     plain = library.predict([(query, d) for d in documents], prompt="")
     assert not np.allclose(expected, plain)  # the prompt changes the scores: the check above means something
+
+
+async def test_reading_the_files_agrees_with_the_library(
+    dirs: dict[str, Path], library: dict[str, SentenceTransformer]
+) -> None:
+    """``embedserve models`` reads the files; a loaded engine reports what the library read: the same."""
+    loaded = {
+        "e5": ("embeddings", None, library["e5"]),
+        "nomic": ("embeddings", None, library["nomic"]),
+        "sparse": ("sparse-embeddings", None, SparseEncoder(str(dirs["sparse"]), device="cpu")),
+        "rerank": ("rerank", "cross-encoder", CrossEncoder(str(dirs["rerank"]), device="cpu")),
+    }
+    for key, (kind, engine, model) in loaded.items():
+        spec = ModelSpec(name=str(dirs[key]), type=kind, engine=engine)
+        from_files, from_library = read_model_config(dirs[key], spec), own_settings(model)
+        assert from_files.prompts == from_library.prompts, key
+        assert from_files.default_prompt_name == from_library.default_prompt_name, key
+        assert from_files.truncate_dim == from_library.truncate_dim, key
+        if key != "rerank":  # a cross-encoder has no similarity function
+            assert from_files.similarity_fn_name == from_library.similarity_fn_name, key
+        assert from_files.max_seq_length == from_library.max_seq_length, key

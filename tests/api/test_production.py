@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from helpers.server import ROOT
-from helpers.tiny_models import tiny_catalog_data
+from helpers.tiny_models import fake_catalog_data
 
 from embedserve.api import create_app
 from embedserve.catalog import parse_catalog
@@ -32,10 +31,11 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-def catalog(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> object:
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Keys, limits, probes and metrics need no real numbers: the tiny catalogue on the fake engine."""
     broken = tmp_path_factory.mktemp("broken-model")
     (broken / "config.json").write_text("{}")
-    data = tiny_catalog_data(tiny_models, broken={"name": str(broken), "type": "embeddings", "device": "cpu"})
+    data = fake_catalog_data(broken={"name": str(broken), "type": "embeddings", "engine": "fake"})
     return parse_catalog(data, ROOT)
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from asgi_lifespan import LifespanManager
+from helpers.server import ROOT
+
+from embedserve.api import create_app
+from embedserve.catalog import parse_catalog
+from embedserve.settings import Settings
 
 pytestmark = pytest.mark.anyio
 TEXTS = ["the cat sat on the mat", "a stock market crash", "hello"]
@@ -114,6 +121,24 @@ async def test_info_describes_the_default_or_named_model(client: httpx.AsyncClie
     assert "reranker" in reranker["model_type"]
     sparse = (await client.get("/info?model=tiny-sparse")).json()
     assert sparse["model_type"] == {"embedding": {"pooling": "splade"}}
+
+
+async def test_info_reports_the_settings_and_the_models_real_dtype(tiny_models: dict[str, Path]) -> None:
+    """What /info says comes from the settings and the catalogue (lazy: nothing is loaded)."""
+    dense = str(tiny_models["dense"])
+    models = {
+        "int8": {"name": dense, "type": "embeddings", "backend": "onnx", "quantize": "int8"},
+        "bf16": {"name": dense, "type": "embeddings", "dtype": "bfloat16", "batching": {"max_queue": 64}},
+    }
+    app = create_app(Settings(tokenizer_threads=3, lazy=True), parse_catalog({"models": models}, ROOT))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as client:
+            int8 = (await client.get("/info?model=int8")).json()
+            bf16 = (await client.get("/info?model=bf16")).json()
+    assert (int8["model_dtype"], bf16["model_dtype"]) == ("int8", "bfloat16")
+    assert int8["tokenization_workers"] == bf16["tokenization_workers"] == 3
+    assert (int8["max_concurrent_requests"], bf16["max_concurrent_requests"]) == (8192, 64)
 
 
 async def test_root_route_serves_the_models_type(client: httpx.AsyncClient) -> None:

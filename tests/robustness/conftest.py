@@ -15,7 +15,7 @@ import pytest
 import yaml
 from helpers.server import Server, running_server
 from helpers.tiny_models import copy_tokenizer, tiny_catalog_data
-from robustness.support import FIGURES, KEY, OUTPUT
+from robustness.support import ATTACKS, FIGURES, KEY, OUTPUT, attack_table
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +27,10 @@ def _write_figures() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if ATTACKS:
+        terminalreporter.section("attacks: worst /health latency, RSS growth, statuses seen")
+        for line in attack_table():
+            terminalreporter.write_line(line)
     if FIGURES:
         terminalreporter.section("robustness figures (test-output/robustness.json)")
         for name, value in sorted(FIGURES.items()):
@@ -91,4 +95,33 @@ def robust_server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="session")
 def client(robust_server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=robust_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as c:
+        yield c
+
+
+# The open server: no API keys (the default, where Origin and Host are checked) and the connection
+# limits at short values, so that each attack's effect shows within seconds.
+OPEN_ENV = {
+    "EMBEDSERVE_TORCH_THREADS": "1",
+    "EMBEDSERVE_REQUEST_TIMEOUT": "5",
+    "EMBEDSERVE_IDLE_TIMEOUT": "2",
+    "EMBEDSERVE_HEADER_TIMEOUT": "2",
+    "EMBEDSERVE_MIN_BODY_RATE": "1024",
+    "EMBEDSERVE_MAX_HEADER_BYTES": "16384",
+    "EMBEDSERVE_MAX_CONNECTIONS": "100",
+}
+
+
+@pytest.fixture(scope="session")
+def open_server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Tiny models, no API keys, short connection timeouts."""
+    root = tmp_path_factory.mktemp("open")
+    catalog = write_catalog(root / "models.yaml", tiny_models)
+    with running_server(catalog, env=OPEN_ENV, log_path=root / "server.log") as server:
+        yield server
+    assert server.process.poll() is not None, "the server outlived its tests"
+
+
+@pytest.fixture(scope="session")
+def open_client(open_server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=open_server.url, timeout=120) as c:
         yield c

@@ -1,8 +1,15 @@
-"""What the robustness tests share: the API key, and the figures they record for
-``test-output/robustness.json`` (one module object, imported by the conftest and the tests alike)."""
+"""What the robustness tests share: the API key, the figures they record for
+``test-output/robustness.json`` (one module object, imported by the conftest and the tests alike),
+and :func:`attack`, which probes /health and measures RSS while an attack runs."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -36,3 +43,93 @@ def count(responses: list[httpx.Response] | list[int], prefix: str, deliberate: 
 
 def rss_mib(server: Server) -> float:
     return float(psutil.Process(server.process.pid).memory_info().rss / 2**20)
+
+
+@dataclass
+class Attack:
+    """What one attack did to the server: the latency of each /health probe sent while it ran (a
+    fresh connection each, as a load balancer's), the statuses the attack's requests got, and the
+    server's RSS before and after."""
+
+    name: str
+    rss_before: float
+    health: list[float] = field(default_factory=list)
+    health_failures: list[str] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    rss_after: float = 0.0
+
+    def saw(self, *statuses: int | str) -> None:
+        """Count the statuses (or outcomes such as ``"closed"``) the attack's requests got."""
+        self.statuses.update(str(s) for s in statuses)
+
+    @property
+    def worst_health(self) -> float:
+        return max(self.health, default=float("inf"))
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "health_probes": len(self.health),
+            "health_failures": len(self.health_failures),
+            "worst_health_ms": round(self.worst_health * 1000, 1),
+            "rss_growth_mib": round(self.rss_after - self.rss_before, 1),
+            "statuses": dict(sorted(self.statuses.items())),
+        }
+
+    def check(self, *, health_s: float, rss_mib: float) -> None:
+        """The bounds the attack must hold: every probe answered 200 within ``health_s``, RSS grew by
+        less than ``rss_mib``."""
+        assert not self.health_failures, f"{self.name}: /health failed: {self.health_failures[:3]}"
+        assert self.health, f"{self.name}: no /health probe"
+        assert self.worst_health < health_s, f"{self.name}: /health took up to {self.worst_health:.2f} s"
+        growth = self.rss_after - self.rss_before
+        assert growth < rss_mib, f"{self.name}: RSS grew by {growth:.0f} MiB"
+
+
+ATTACKS: dict[str, Attack] = {}
+
+
+def _probe_health(url: str, attack: Attack, stop: threading.Event) -> None:
+    while True:
+        started = time.perf_counter()
+        try:
+            status = httpx.get(f"{url}/health", timeout=60).status_code
+            if status != 200:
+                attack.health_failures.append(f"status {status}")
+        except httpx.HTTPError as exc:
+            attack.health_failures.append(f"{type(exc).__name__}: {exc}")
+        attack.health.append(time.perf_counter() - started)
+        if stop.wait(0.1):
+            return
+
+
+@contextlib.contextmanager
+def attack(server: Server, name: str) -> Iterator[Attack]:
+    """Run an attack with /health probed from another thread all along; its figures go to the
+    summary table printed at the end of the run (and to test-output/robustness.json)."""
+    result = Attack(name, rss_mib(server))
+    stop = threading.Event()
+    prober = threading.Thread(target=_probe_health, args=(server.url, result, stop), daemon=True)
+    prober.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        prober.join(120)
+        if server.process.poll() is None:
+            result.rss_after = rss_mib(server)
+        ATTACKS[name] = result
+        record(f"attack.{name}", result.row())
+
+
+def attack_table() -> list[str]:
+    """The summary table: one line per attack."""
+    head = f"{'attack':<34} {'worst /health':>14} {'RSS growth':>11}  statuses"
+    lines = [head, "-" * len(head)]
+    for name, a in sorted(ATTACKS.items()):
+        row = a.row()
+        failures = f" ({row['health_failures']} failed)" if row["health_failures"] else ""
+        statuses = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items()) or "-"
+        lines.append(
+            f"{name:<34} {row['worst_health_ms']:>11.1f} ms {row['rss_growth_mib']:>7.1f} MiB  {statuses}{failures}"
+        )
+    return lines

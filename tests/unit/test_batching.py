@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -29,6 +29,23 @@ pytestmark = pytest.mark.anyio
 def units(*lengths: int, group: int = 0, tag: int = 0) -> list[Tokens]:
     """Units whose ids encode (tag, position), so outputs can be traced back to their request."""
     return [Tokens([tag, i] + [0] * (n - 2), [0] * n, n, group) for i, n in enumerate(lengths)]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` on the event loop (the batch thread moves meanwhile) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the batcher"
+        await asyncio.sleep(0.001)
+
+
+def in_pass(batcher: Batcher) -> Callable[[], bool]:
+    """A batch thread has taken a batch and is in its forward pass (the held one)."""
+    return lambda: batcher.running > 0
+
+
+def queued(batcher: Batcher, depth: int) -> Callable[[], bool]:
+    return lambda: batcher.queue_depth == depth
 
 
 class Recorder:
@@ -54,9 +71,9 @@ async def test_many_small_requests_merge_and_each_gets_its_own_outputs_in_order(
     forward.gate.clear()  # hold the first pass so the others queue up behind it
     batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
     first = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     others = [asyncio.ensure_future(batcher.submit(units(5, 3, 7, tag=t))) for t in range(20)]
-    await asyncio.sleep(0.05)
+    await until(queued(batcher, 60))
     forward.gate.set()
     assert await first == [(99, 0)]
     results = await asyncio.gather(*others)
@@ -74,13 +91,13 @@ async def test_a_long_queue_leaves_units_for_the_next_pass_to_group_by_length() 
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     lengths = [10 + 3 * i for i in range(20)]  # 20 distinct lengths: every unit past the first widens
-    queued = [asyncio.ensure_future(batcher.submit(units(n, tag=i))) for i, n in enumerate(lengths)]
-    await asyncio.sleep(0.05)
+    waiting = [asyncio.ensure_future(batcher.submit(units(n, tag=i))) for i, n in enumerate(lengths)]
+    await until(queued(batcher, 20))
     forward.gate.set()
     await held
-    assert [r[0][0] for r in await asyncio.gather(*queued)] == list(range(20))
+    assert [r[0][0] for r in await asyncio.gather(*waiting)] == list(range(20))
     batcher.close()
     # 12 (60% of 20) shortest with the oldest, then the 8 longest: each pass spans fewer lengths
     assert [sorted(u.cost for u in b) for b in forward.batches[1:]] == [lengths[:12], lengths[12:]]
@@ -91,11 +108,11 @@ async def test_a_short_queue_goes_in_one_pass() -> None:
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_batch_size=64, max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(4, tag=99)))
-    await asyncio.sleep(0.05)
-    queued = [asyncio.ensure_future(batcher.submit(units(5 + 20 * i, tag=i))) for i in range(8)]
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
+    waiting = [asyncio.ensure_future(batcher.submit(units(5 + 20 * i, tag=i))) for i in range(8)]
+    await until(queued(batcher, 8))
     forward.gate.set()
-    await asyncio.gather(held, *queued)
+    await asyncio.gather(held, *waiting)
     batcher.close()
     assert [len(b) for b in forward.batches] == [1, 8]
 
@@ -139,11 +156,11 @@ async def test_units_of_different_groups_never_share_a_pass() -> None:
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(3, tag=9)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     a = asyncio.ensure_future(batcher.submit(units(3, 3, group=0, tag=1)))
     b = asyncio.ensure_future(batcher.submit(units(3, 3, group=5, tag=2)))
     c = asyncio.ensure_future(batcher.submit(units(3, group=0, tag=3)))
-    await asyncio.sleep(0.05)
+    await until(queued(batcher, 5))
     forward.gate.set()
     await asyncio.gather(held, a, b, c)
     batcher.close()
@@ -157,10 +174,10 @@ async def test_a_failing_batch_fails_every_request_in_it_and_the_thread_lives_on
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     bad = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
     neighbour = asyncio.ensure_future(batcher.submit(units(3, 4, tag=2)))
-    await asyncio.sleep(0.05)
+    await until(queued(batcher, 3))
     forward.gate.set()
     assert await held == [(0, 0)]
     for request in (bad, neighbour):
@@ -190,16 +207,16 @@ async def test_past_max_queue_the_batcher_answers_overloaded() -> None:
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_queue=4, max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))  # taken by the thread, not queued
-    await asyncio.sleep(0.05)
-    queued = asyncio.ensure_future(batcher.submit(units(3, 3, 3, tag=1)))
-    await asyncio.sleep(0.01)
+    await until(in_pass(batcher))
+    waiting = asyncio.ensure_future(batcher.submit(units(3, 3, 3, tag=1)))
+    await until(queued(batcher, 3))
     with pytest.raises(Overloaded) as err:
         await batcher.submit(units(3, 3, tag=2))
     assert err.value.retry_after >= 1 and "4" in err.value.message
     with pytest.raises(LimitExceeded):  # could never fit: not a retry
         await batcher.submit(units(*[3] * 5, tag=3))
     forward.gate.set()
-    assert await held == [(0, 0)] and len(await queued) == 3
+    assert await held == [(0, 0)] and len(await waiting) == 3
     batcher.close()
 
 
@@ -208,12 +225,12 @@ async def test_a_cancelled_request_has_its_queued_units_dropped() -> None:
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_batch_size=2, max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     gone = asyncio.ensure_future(batcher.submit(units(*[3] * 10, tag=1)))
     kept = asyncio.ensure_future(batcher.submit(units(3, tag=2)))
-    await asyncio.sleep(0.05)
+    await until(queued(batcher, 11))
     gone.cancel()
-    await asyncio.sleep(0)
+    await until(queued(batcher, 1))  # its units are off the count at once
     forward.gate.set()
     assert await held == [(0, 0)] and await kept == [(2, 0)]
     batcher.close()
@@ -227,13 +244,13 @@ async def test_close_fails_queued_requests_with_503() -> None:
     forward.gate.clear()
     batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0))
     held = asyncio.ensure_future(batcher.submit(units(3, tag=0)))
-    await asyncio.sleep(0.05)
-    queued = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
-    await asyncio.sleep(0.01)
+    await until(in_pass(batcher))
+    waiting = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
+    await until(queued(batcher, 1))
     batcher.close()
     forward.gate.set()
     with pytest.raises(ModelUnavailable):
-        await queued
+        await waiting
     await held  # the pass already running completes
     with pytest.raises(ModelUnavailable):
         await batcher.submit(units(3))
@@ -273,7 +290,8 @@ async def test_after_a_quiet_spell_the_thread_returns_freed_memory_once(monkeypa
     assert calls == []  # nothing ran yet: nothing to give back
     for tag in range(3):
         assert await batcher.submit(units(3, tag=tag)) == [(tag, 0)]
-    await asyncio.sleep(0.5)
+    await until(lambda: bool(calls))
+    await asyncio.sleep(0.3)  # three more idle periods: no second release without new work
     batcher.close()
     assert calls == [True]  # once per quiet spell, and glibc's malloc_trim was found
 
@@ -283,10 +301,10 @@ async def test_a_request_past_its_deadline_gets_503_and_its_units_never_run() ->
     forward.gate.clear()  # the thread is stuck in a long pass
     batcher = Batcher("m", forward, BatchLimits(max_batch_size=4, max_wait_ms=0, max_queue=10))
     running = asyncio.ensure_future(batcher.submit(units(4, tag=1)))
-    await asyncio.sleep(0.05)
+    await until(in_pass(batcher))
     ctx = RequestContext("r", deadline=time.monotonic() + 0.1)
     late = asyncio.ensure_future(batcher.submit(units(3, 3, 3, 3, 3, 3, tag=2), ctx))
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.queue_depth > 0)
     assert batcher.queue_depth == 6
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="deadline"):
@@ -295,7 +313,7 @@ async def test_a_request_past_its_deadline_gets_503_and_its_units_never_run() ->
     assert batcher.queue_depth == 0  # room for others at once
     assert ctx.queue > 0.05
     room = asyncio.ensure_future(batcher.submit(units(*[2] * 10, tag=3)))  # the whole queue: not a 429
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.queue_depth > 0)
     assert not room.done()
     forward.gate.set()
     assert await running == [(1, 0)]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,24 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "serve" in capsys.readouterr().out
+
+
+def test_models_shows_the_prompts_and_their_origin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    saved = {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"}
+    (model / "config_sentence_transformers.json").write_text(json.dumps(saved))
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  m: {name: ./m, type: embeddings, prompts: {code: 'code: '}}\n"
+        "  no-default: {name: ./m, type: embeddings, default_prompt: null}\n"
+        "  bad: {name: ./m, type: embeddings, default_prompt: nope}\n"
+        "  hub: {name: a/b, type: embeddings}\n"
+    )
+    assert main(["models", "--config", str(path)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " code(catalogue),query(model)* " in rows["m"]  # the empty document prompt is left out
+    assert " query(model) " in rows["no-default"]
+    assert "error: default_prompt 'nope' names no prompt of this model" in rows["bad"]
+    assert " ? " in rows["hub"]  # not on this machine: the model's prompts are unknown

@@ -45,3 +45,31 @@ async def test_a_post_runs_as_a_task_of_its_own() -> None:
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
 async def test_other_methods_run_in_the_callers_task(method: str) -> None:
     assert await call(method) is asyncio.current_task()
+
+
+async def test_a_client_gone_before_the_response_is_logged_499(caplog: pytest.LogCaptureFixture) -> None:
+    """A disconnect cancels the work; the access log and the metrics say 499, not 500 (nothing failed)."""
+    from embedserve.api.request_context import RequestContextMiddleware
+
+    started = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        started.set()
+        await asyncio.sleep(3600)  # the work the disconnect cancels
+
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await started.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is sent to a client that went away")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
+    with caplog.at_level("INFO", logger="embedserve.access"):
+        await RequestContextMiddleware(CancelOnDisconnect(app), timeout=0)(scope, receive, send)
+    assert [r.status for r in caplog.records if r.name == "embedserve.access"] == [499]  # type: ignore[attr-defined]

@@ -228,3 +228,23 @@ def test_performance_pages_type_no_figures_by_hand() -> None:
 def test_an_unknown_table_stops_the_build() -> None:
     with pytest.raises(KeyError, match="unknown benchmark table"):
         hook("bench_tables").render("<!-- bench: no-such-table -->")
+
+
+# ---- the prompt tables, generated from the dialects' code --------------------------------------
+
+
+def test_prompt_tables_follow_the_code() -> None:
+    from embedserve.api.cohere import INPUT_TYPE_PROMPTS
+    from embedserve.api.openai import JINA_TASK_PROMPTS
+
+    prompts = hook("prompt_tables")
+    for dialect, mapping, page in (
+        ("jina", JINA_TASK_PROMPTS, "jina.md"),
+        ("cohere", INPUT_TYPE_PROMPTS, "cohere.md"),
+    ):
+        assert f"<!-- prompts: {dialect} -->" in _text(DOCS / "api" / page)
+        table = prompts.render(f"<!-- prompts: {dialect} -->")
+        for value, names in mapping.items():
+            assert f"| `{value}` | {', '.join(f'`{n}`' for n in names)} |" in table
+    with pytest.raises(LookupError):
+        prompts.render("<!-- prompts: nobody -->")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from embedserve.catalog import parse_catalog
 from embedserve.evaluation.client import Client, ServerError
+from embedserve.registry import Registry
 
 MODELS = [
     {"id": "d1", "type": "embeddings", "dimension": 3, "prompts": []},
@@ -45,6 +48,29 @@ def test_default_models_prefer_the_flag_then_the_first_of_each_type() -> None:
     assert chosen["sparse-embeddings"].prompt_for("document") is None
 
 
+@pytest.mark.anyio
+async def test_the_servers_own_listing_flags_the_catalogues_default(tmp_path: Path) -> None:
+    """The listing the registry serves (not a hand-made one) carries ``default`` for the client."""
+    catalog = parse_catalog(
+        {
+            "models": {
+                "first": {"name": "a/first", "type": "embeddings", "preload": False},
+                "chosen": {"name": "a/chosen", "type": "embeddings", "preload": False, "default": True},
+            }
+        },
+        tmp_path,
+        check_sources=False,
+    )
+    registry = Registry(catalog, factory=lambda entry: pytest.fail("nothing loads"))
+    listing = [handle.info() for handle in registry.models.values()]
+    await registry.close()
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": listing, "total": len(listing)})
+
+    assert _client(httpx.MockTransport(server)).default_models()["embeddings"].id == "chosen"
+
+
 def test_results_come_back_in_input_order_whatever_the_batching() -> None:
     texts = ["aaa", "a", "aaaaa", "aa", "aaaa"]  # sent longest first, two a request
     client = _client(httpx.MockTransport(_server))
@@ -56,3 +82,14 @@ def test_results_come_back_in_input_order_whatever_the_batching() -> None:
 def test_server_errors_carry_status_and_body() -> None:
     with pytest.raises(ServerError, match=r"POST /api/v1/rerank: HTTP 422: .*bad"):
         _client(httpx.MockTransport(_server)).rerank("r1", "q", ["d"])
+
+
+def test_prompt_for_follows_the_servers_choice_for_a_purpose() -> None:
+    from embedserve.evaluation.client import _model_info
+
+    texts = {"query": "query: ", "document": "", "passage": "passage: "}  # E5's, with the library's empty document
+    entry = {"id": "e5", "type": "embeddings", "dimension": 3, "prompts": sorted(texts)}
+    e5 = _model_info({**entry, "prompt_texts": {k: {"text": v, "origin": "model"} for k, v in texts.items()}})
+    assert (e5.prompt_for("query"), e5.prompt_for("document")) == ("query", "passage")
+    nomic = _model_info({"id": "n", "type": "embeddings", "prompts": ["search_document", "search_query"]})
+    assert (nomic.prompt_for("query"), nomic.prompt_for("document")) == ("search_query", "search_document")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from embedserve.registry import Registry
+from embedserve.settings import Settings
 from embedserve.tasks import Limits
 
 
@@ -21,5 +22,11 @@ async def get_limits(request: Request) -> Limits:
     return limits
 
 
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

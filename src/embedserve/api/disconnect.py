@@ -4,7 +4,9 @@ Starlette does not cancel a handler whose client disconnected, so a client that 
 would still have its texts computed. This ASGI middleware runs each HTTP request as a task;
 once the app has read the whole body, it listens on ``receive`` for ``http.disconnect`` and
 cancels the task if it comes before the response is complete. The batcher sees the
-cancellation and drops the request's queued inputs before they reach the model.
+cancellation and drops the request's queued inputs before they reach the model. The request's
+context records that the client went away, so the access log and the metrics say 499 (as nginx
+does), not 500.
 
 Only POST requests carry work worth cancelling. The others (``/health``, ``/ready``,
 ``/metrics``, model info) answer at once and pass straight through: the two tasks this takes
@@ -18,6 +20,8 @@ import asyncio
 import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedserve import context
 
 
 class CancelOnDisconnect:
@@ -54,6 +58,9 @@ class CancelOnDisconnect:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     if not responded:
+                        ctx = context.current.get()
+                        if ctx is not None:
+                            ctx.client_gone = True
                         app_task.cancel()
                     return
 

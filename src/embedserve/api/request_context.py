@@ -50,7 +50,7 @@ class RequestContextMiddleware:
         if self.timeout > 0:
             ctx.deadline = time.monotonic() + self.timeout
         token = context.current.set(ctx)
-        status = 500  # unless a response starts: the app raised
+        status = 0  # until a response starts
         route: Any = None
 
         async def send_with_headers(message: Message) -> None:
@@ -73,6 +73,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            if not status:  # no response: the client went away first (499, as nginx logs it), or the app raised
+                status = 499 if ctx.client_gone else 500
             self._record(
                 scope, ctx, status, route or matched_route(scope)
             )  # still inside the context: the log line has the request id

@@ -276,6 +276,7 @@ class ModelInfo(BaseModel):
     preload: bool
     trust_remote_code: bool
     description: str | None
+    default: bool  # the catalogue's default: true (the model a request of this type gets when it names none)
     load_seconds: float | None
     batching: BatchingInfo
     stats: BatchStats

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from embedserve import __version__, tasks
 from embedserve.api import schemas_tei as s
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import LimitsDep, RegistryDep, SettingsDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.openai import input_texts
 from embedserve.api.responses import FastJSONResponse, base64_rows
@@ -143,10 +143,6 @@ async def similarity(
     return FastJSONResponse(scores, headers=_headers(tokens))
 
 
-def _byte_offset(text: str, chars: int) -> int:
-    return len(text[:chars].encode("utf-8"))
-
-
 @router.post("/tokenize")
 async def tokenize(
     body: s.TokenizeRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
@@ -154,26 +150,10 @@ async def tokenize(
     """``[[{"id", "text", "special", "start", "stop"}, ...], ...]``; offsets in UTF-8 bytes, as TEI."""
     handle = _handle(registry, None, body.model, x_model)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    prompt = (await handle.model_settings()).resolve(None, body.prompt_name) or ""
     tokenized = await tasks.tokenize(
         handle, texts, add_special_tokens=body.add_special_tokens, prompt_name=body.prompt_name, limits=limits
     )
-    out = []
-    for text, tokens in zip(texts, tokenized, strict=True):
-        full = prompt + text
-        out.append(
-            [
-                {
-                    "id": t.id,
-                    "text": t.text,
-                    "special": t.special,
-                    "start": None if t.start is None else _byte_offset(full, t.start),
-                    "stop": None if t.stop is None else _byte_offset(full, t.stop),
-                }
-                for t in tokens
-            ]
-        )
-    return FastJSONResponse(out)
+    return FastJSONResponse(tokenized)  # Token dataclasses: orjson writes TEI's objects, no Python per token
 
 
 @router.post("/decode")
@@ -192,6 +172,7 @@ async def decode(
 async def info(
     registry: RegistryDep,
     limits: LimitsDep,
+    settings: SettingsDep,
     x_model: ModelHeader = None,
     model: Annotated[str | None, Query(description="catalogue id (or the X-Model header)")] = None,
 ) -> FastJSONResponse:
@@ -210,16 +191,17 @@ async def info(
         {
             "model_id": handle.id,
             "model_sha": spec.revision,
-            "model_dtype": "float32",
+            "model_dtype": "int8" if spec.quantize == "int8" else spec.dtype,
             "model_type": model_type,
             "prompts": {name: p["text"] for name, p in described["prompt_texts"].items()} or None,
-            "max_concurrent_requests": 512,
+            # the model's queue bound: past it, 429 (a request queues at least one input)
+            "max_concurrent_requests": spec.batching.max_queue,
             "max_input_length": max_length,
             "max_batch_tokens": max_inputs * (max_length or 512),
             "max_batch_requests": None,
             "max_client_batch_size": max_inputs,
             "auto_truncate": True,
-            "tokenization_workers": 1,
+            "tokenization_workers": settings.tokenizer_threads,
             "version": __version__,
             "sha": None,
             "docker_label": None,

@@ -37,11 +37,15 @@ def passive_omp_threads() -> None:
 def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> Engine:
     """Load the model of ``entry`` (blocking) and return its engine; ``options``: the server's
     settings the engine reads (default: none set)."""
+    spec = entry.spec
+    options = options or EngineOptions()
+    if spec.engine_name == "fake":  # model-free, for tests: no torch
+        from embedserve.engines.fake import create_fake_engine
+
+        return create_fake_engine(entry)
     passive_omp_threads()
     from embedserve.engines import sentence_transformers as st
 
-    spec = entry.spec
-    options = options or EngineOptions()
     if spec.type == "embeddings":
         return st.STDenseEngine(entry, options)
     if spec.type == "sparse-embeddings":

@@ -110,7 +110,7 @@ def no_openvino_telemetry() -> None:
 class OpenVINORuntime:
     """An OpenVINO CPU compiled model on ``model.xml``, with dynamic batch and sequence axes."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, *, fp32: bool = False) -> None:
         no_openvino_telemetry()
         import openvino as ov
 
@@ -121,6 +121,11 @@ class OpenVINORuntime:
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,
         }
+        if fp32:
+            # An fp32 export computes in fp32: without these hints the CPU plugin may run bf16 or
+            # f16 where the processor has it, and trade accuracy for speed (dynamic quantization).
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            config["EXECUTION_MODE_HINT"] = "ACCURACY"
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_names = tuple(i.get_any_name() for i in self.compiled.inputs)
@@ -178,9 +183,13 @@ class Lanes:
             self._pool.shutdown(wait=True)
 
 
-def load_runtime(backend: str, path: Path, threads: int | None, streams: int | None = None) -> Lanes:
+def load_runtime(
+    backend: str, path: Path, threads: int | None, streams: int | None = None, *, quantize: str = "none"
+) -> Lanes:
+    """The lanes of an export; ``quantize``: the export's (``none``: OpenVINO pinned to fp32)."""
     n = threads or default_threads()
+    fp32 = quantize == "none"
     make: Callable[[int], Runtime] = (
-        (lambda t: OnnxRuntime(path, t)) if backend == "onnx" else (lambda t: OpenVINORuntime(path, t))
+        (lambda t: OnnxRuntime(path, t)) if backend == "onnx" else (lambda t: OpenVINORuntime(path, t, fp32=fp32))
     )
     return Lanes(make, n, streams or n)

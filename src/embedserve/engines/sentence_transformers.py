@@ -40,6 +40,7 @@ from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
 from embedserve.model_settings import ModelConfig, merge, purpose, similarity_scores
 
 log = logging.getLogger(__name__)
+NO_LIMIT = 10**9  # tokenizers with no model_max_length report transformers' VERY_LARGE_INTEGER
 # torch's own intra-op threads (the physical cores, or what the process set before it loaded
 # engines), the default of EngineOptions.torch_threads; read once at import, before any batch
 # thread changed its own (torch.set_num_threads also changes what threads started later begin with)
@@ -84,8 +85,19 @@ def own_settings(model: Any) -> ModelConfig:
         default_prompt_name=getattr(model, "default_prompt_name", None),
         similarity_fn_name=getattr(model, "similarity_fn_name", None),  # the library's default where none
         truncate_dim=int(truncate_dim) if truncate_dim is not None else None,
-        max_seq_length=getattr(model, "max_seq_length", None),
+        max_seq_length=_set_limit(getattr(model, "max_seq_length", None)),
     )
+
+
+def _set_limit(value: Any) -> int | None:
+    """A token limit, or ``None`` for transformers' stand-in for "none set" (a 1e30-sized integer)."""
+    return int(value) if isinstance(value, int) and 0 < value < NO_LIMIT else None
+
+
+def _token_limit(model: Any) -> int:
+    """The model's ``max_seq_length`` (after the catalogue's ``max_length``), at most its positions."""
+    limits = [x for x in (_set_limit(model.max_seq_length), _position_limit(model[0])) if x]
+    return min(limits) if limits else 512
 
 
 def _position_limit(model: Any) -> int | None:
@@ -176,7 +188,7 @@ class _STModel:
         path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
-        self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams)
+        self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams, quantize=spec.quantize)
         self.passes, self.shares_device = 1, False
         # ONNX Runtime and OpenVINO run each input of a pass alone (``runtimes``): nothing is
         # padded, and a pass only needs enough inputs to keep every stream busy while the results
@@ -204,7 +216,7 @@ class _BiEncoder(_STModel):
             if limit is not None and entry.spec.max_length > limit:
                 raise ValueError(f"max_length {entry.spec.max_length} exceeds the model's {limit} positions")
             model.max_seq_length = entry.spec.max_length
-        self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
+        self._attach(model, _token_limit(model))
         self._prompt_excluded = any(getattr(m, "include_prompt", True) is False for m in model)
 
     def prompt_group(self, prompt: str | None) -> int:
@@ -281,7 +293,7 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         self.query_prompt = merge(entry.spec, self.own_settings).resolve(None, None) or ""
         if model.num_labels != 1:
             raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
-        self._attach(model, int(model.max_seq_length or _position_limit(model[0]) or 512))
+        self._attach(model, _token_limit(model))
         self._use_backend(entry, "scores")
         if self.runtime is None and first_token_last_layer(model[0].auto_model, model.tokenizer):
             log.info("model %s: the last layer is computed for the first token only (all the head reads)", entry.id)

@@ -23,10 +23,20 @@ from tokenizers import Tokenizer
 Side = Literal["right", "left"]
 
 
+def utf8_offsets(text: str) -> npt.NDArray[np.int64]:
+    """``out[i]`` is the length in UTF-8 bytes of ``text[:i]`` (``len(text) + 1`` entries)."""
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    widths = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
+    out = np.zeros(len(points) + 1, dtype=np.int64)
+    np.cumsum(widths, out=out[1:])
+    return out
+
+
 @dataclass(frozen=True)
 class Token:
     """One token of a text: its id, its text, whether it is a special token, and (for the
-    others) the character offsets of its span in the input."""
+    others) the UTF-8 byte offsets of its span in the input (TEI's ``/tokenize`` offsets). The
+    field names are TEI's, so a list of tokens serializes (orjson) as TEI sends it."""
 
     id: int
     text: str
@@ -113,19 +123,23 @@ class TextTokenizer:
         return int(self._raw.get_vocab_size(with_added_tokens=True))
 
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
-        """Each text's tokens, untruncated, with the character span of each non-special token."""
+        """Each text's tokens, untruncated, with the UTF-8 byte span of each non-special token.
+        Linear in the text: the byte offset of every character comes from one cumulative sum."""
         out = []
         for text, encoding in zip(
             texts, self._raw.encode_batch(list(texts), add_special_tokens=add_special_tokens), strict=True
         ):
+            to_bytes = None if text.isascii() else utf8_offsets(text).tolist()
             tokens = []
             for id_, name, special, (start, stop) in zip(
                 encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
             ):
                 if special:
                     tokens.append(Token(id_, name, True, None, None))
-                else:
+                elif to_bytes is None:
                     tokens.append(Token(id_, text[start:stop], False, start, stop))
+                else:
+                    tokens.append(Token(id_, text[start:stop], False, to_bytes[start], to_bytes[stop]))
             out.append(tokens)
         return out
 

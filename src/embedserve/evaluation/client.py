@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import numpy as np
 from tqdm import tqdm
+
+from embedserve.model_settings import PURPOSE_PROMPTS
 
 TYPES = ("embeddings", "sparse-embeddings", "rerank")
 
@@ -28,10 +30,13 @@ class ModelInfo:
     dimension: int | None
     prompts: tuple[str, ...]
     default: bool = False
+    prompt_texts: dict[str, str] = field(default_factory=dict)  # the listing's prompt_texts, where given
 
     def prompt_for(self, side: str) -> str | None:
-        """The model's named prompt for ``query`` or ``document`` when the catalogue gives one."""
-        return side if side in self.prompts else None
+        """The model's prompt for ``query`` or ``document`` (its own or the catalogue's), chosen as
+        the server chooses one for Jina's ``retrieval.query`` / ``retrieval.passage``."""
+        names = [name for name in PURPOSE_PROMPTS[side] if name in self.prompts]
+        return next((name for name in names if self.prompt_texts.get(name)), names[0] if names else None)
 
 
 class ServerError(RuntimeError):
@@ -166,4 +171,5 @@ def _model_info(entry: dict[str, Any]) -> ModelInfo:
         dimension=int(dimension) if dimension else None,
         prompts=tuple(entry.get("prompts") or ()),
         default=entry.get("default") is True,
+        prompt_texts={str(k): str(v.get("text", "")) for k, v in (entry.get("prompt_texts") or {}).items()},
     )

@@ -1,0 +1,269 @@
+"""Connection limits: what uvicorn's HTTP/1.1 protocol (httptools) does not bound by itself.
+
+uvicorn closes a keep-alive connection that waits too long for its next request
+(``timeout_keep_alive``, our ``idle_timeout``), but nothing else: a connection that never sends
+a request, one that trickles its headers (slowloris) or its body, and a header of any size are
+all kept, and enough silent sockets use up the process's file descriptors until even ``/health``
+is refused. :func:`guarded_protocol` makes uvicorn's protocol class with these limits added:
+
+    header_timeout     a request's line and headers must be complete within this many seconds
+                       of the connection opening (or of the request's first byte): else 408
+    min_body_rate      after ``header_timeout`` seconds, a body must have arrived at this many
+                       bytes a second on average: else 408 (time the server itself stops reading,
+                       because the app has not taken what came, is not counted)
+    max_header_bytes   the request line and headers together: past it 431, without parsing more
+    max_connections    open connections; one more closes the connection idle the longest (no
+                       request in progress), so a flood of silent sockets cannot lock out a probe
+
+These answers (and the 400 for a request the parser refuses) are JSON in OpenAI's error shape,
+as the router's 404 is; the connection is closed after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The limits of :mod:`connections`, from the settings of the same names."""
+
+    header_timeout: float = 10.0
+    min_body_rate: int = 1024
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (at most 65,536): the
+    default soft limit of many systems (1,024) is less than the connections a server should hold.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 65_536) if hard != resource.RLIM_INFINITY else 65_536
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+_room: tuple[int, int] = (-1, 0)  # (the soft limit on open files, the connections it leaves room for)
+
+
+def _fd_room(connections: int) -> int:
+    """Connections the limit on open files leaves room for, besides the files the process holds
+    for itself (models, logs, pipes). Counted again only when the limit changes."""
+    global _room
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    if soft != _room[0]:
+        try:
+            own = len(os.listdir("/proc/self/fd")) - connections
+        except OSError:
+            own = 128
+        _room = (soft, max(16, soft - own - 64))
+    return _room[1]
+
+
+def error_bytes(status: int, message: str, code: str) -> bytes:
+    """A complete ``Connection: close`` response with an OpenAI-shaped JSON error body."""
+    kind = "invalid_request_error" if status < 500 else "service_unavailable"
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    head = [
+        STATUS_LINE[status],
+        b"content-type: application/json\r\n",
+        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of this module (``limits``: set by
+    :func:`guarded_protocol` on a subclass)."""
+
+    limits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # reading a request line and headers
+        self._head_bytes = 0
+        self._tail = b""  # the last bytes of the head so far: its end may span two reads
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_started = 0.0
+        self._body_bytes = 0
+        self._body_paused = 0.0  # seconds the server itself stopped reading this body
+        self.last_active = time.monotonic()
+
+    # connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+        cap = min(self.limits.max_connections, _fd_room(len(self.connections)))
+        if len(self.connections) > cap:
+            self._evict_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def _evict_idle(self) -> None:
+        """Close the connection idle the longest; failing that, the one that has been sending its body
+        the longest (503); failing that (every connection has a request the app is working on), this one."""
+        others = [c for c in self.connections if c is not self and isinstance(c, GuardedHttpTools)]
+        idle = [c for c in others if c.is_idle()]
+        sending = [c for c in others if c.is_sending_body()]
+        log.warning("open connections past the limit (%d): closing one", len(self.connections))
+        if idle:
+            victim = min(idle, key=lambda c: c.last_active)
+            victim.transport.close()
+        elif sending:
+            victim = min(sending, key=lambda c: c._body_started)
+            victim._refuse(503, "the server has too many open connections (EMBEDSERVE_MAX_CONNECTIONS)", "overloaded")
+        else:
+            victim = self
+            victim.transport.close()
+        self.connections.discard(victim)  # gone now, though connection_lost comes on a later turn
+
+    def is_idle(self) -> bool:
+        """No request in progress: between requests, or still sending a request's head."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def is_sending_body(self) -> bool:
+        """A request whose head has come and whose body is still arriving."""
+        return self._body_timer is not None
+
+    # reading
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self._in_head and not self._count_head(data):
+            return
+        super().data_received(data)
+
+    def _count_head(self, data: bytes) -> bool:
+        """Count the head's bytes; False (and a 431) once past ``max_header_bytes``."""
+        window = self._tail + data
+        end = window.find(b"\r\n\r\n")
+        if end < 0:
+            self._head_bytes += len(data)
+            self._tail = window[-3:]
+            size = self._head_bytes
+        else:
+            size = self._head_bytes + end - len(self._tail) + 4
+            self._in_head, self._head_bytes, self._tail = False, 0, b""
+        if size <= self.limits.max_header_bytes:
+            return True
+        self._refuse(
+            431,
+            f"the request line and headers are larger than the limit of {self.limits.max_header_bytes} bytes "
+            "(EMBEDSERVE_MAX_HEADER_BYTES)",
+            "headers_too_large",
+        )
+        return False
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "the request is not valid HTTP/1.1", "invalid_http")
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer ``status`` unless a response has started, and close the connection."""
+        self._cancel_timers()
+        if not self.transport.is_closing():
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(error_bytes(status, message, code))
+            self.transport.close()
+
+    # parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+        if self._has_body() and self.limits.min_body_rate > 0:
+            self._body_started = time.monotonic()
+            self._body_bytes, self._body_paused = 0, 0.0
+            self._body_timer = self.loop.call_later(self.limits.header_timeout, self._check_body_rate)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
+        super().on_message_complete()
+
+    def _has_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return value.strip() not in (b"0", b"")
+            if name == b"transfer-encoding":
+                return True
+        return False
+
+    # timers
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.is_idle() and self._head_bytes == 0 and not self._tail:
+            self.transport.close()  # sent nothing at all: nobody to answer
+            return
+        self._refuse(
+            408,
+            f"the request's headers did not arrive within {self.limits.header_timeout:g} s (EMBEDSERVE_HEADER_TIMEOUT)",
+            "request_timeout",
+        )
+
+    def _check_body_rate(self) -> None:
+        self._body_timer = None
+        if self.flow.read_paused:  # the app has not taken what came: not the client's delay
+            self._body_paused += 1.0
+        else:
+            elapsed = time.monotonic() - self._body_started - self._body_paused
+            if self._body_bytes < self.limits.min_body_rate * elapsed:
+                self._refuse(
+                    408,
+                    f"the request body arrived slower than {self.limits.min_body_rate} bytes a second "
+                    "(EMBEDSERVE_MIN_BODY_RATE)",
+                    "request_timeout",
+                )
+                return
+        self._body_timer = self.loop.call_later(1.0, self._check_body_rate)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpTools]:
+    """uvicorn's ``http`` protocol class with ``limits``."""
+    return type("GuardedHttpTools", (GuardedHttpTools,), {"limits": limits})
