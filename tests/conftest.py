@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.family_models import TinyModel, build_family_models
 from helpers.server import ROOT, Server, running_server
 from helpers.tiny_models import build_tiny_models
 
@@ -47,6 +48,12 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
+    """One tiny random model per family of the support matrix (helpers/family_models.py)."""
+    return build_family_models(tmp_path_factory.mktemp("family-models"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _models(catalog: Catalog) -> int:
     base = catalog.path.parent if catalog.path else Path.cwd()
-    rows = [("ID", "TYPE", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
+    from embedserve.families import for_directory
+
+    rows = [("ID", "TYPE", "FAMILY", "ENGINE", "BACKEND", "REMOTE CODE", "SOURCE", "RESOLVES", "PROMPTS", "NAME")]
     for entry in catalog.entries.values():
         spec = entry.spec
         directory: Path | None = None
@@ -188,10 +192,12 @@ def _models(catalog: Catalog) -> int:
                 directory = Path(source.location)
         except ValueError as exc:
             kind, status = "-", f"no: {exc}"
+        found = for_directory(directory, spec) if directory is not None else None
         rows.append(
             (
                 entry.id,
                 spec.type,
+                found.name if found else "-",
                 spec.engine_name,
                 spec.backend + ("-int8" if spec.quantize == "int8" else ""),
                 "yes" if spec.trust_remote_code else "no",
@@ -273,6 +279,7 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
 
     from embedserve.api import create_app
     from embedserve.api.connections import ConnectionLimits, guarded_protocol, raise_fd_limit
+    from embedserve.api.shutdown import BACKSTOP, GracefulServer
     from embedserve.engines import passive_omp_threads
     from embedserve.logs import configure_logging
 
@@ -301,27 +308,47 @@ def _serve(settings: Settings, catalog: Catalog) -> int:
         log.info("API keys: %d configured; requests without one get 401", len(settings.api_keys))
     if warning := bind_warning(settings):
         log.warning(warning)
-    # On SIGTERM uvicorn stops accepting, lets requests in flight (queued ones included) finish for up to
-    # shutdown_grace seconds, then runs the lifespan's shutdown, which fails whatever is left with 503.
+    # On SIGTERM uvicorn stops accepting; requests in flight (queued ones included) may finish for
+    # shutdown_grace seconds, then the drain answers those left with 503 (api/shutdown.py), and the
+    # lifespan's shutdown closes the models.
     raise_fd_limit()
     limits = ConnectionLimits(
         header_timeout=settings.header_timeout,
         min_body_rate=settings.min_body_rate,
         max_header_bytes=settings.max_header_bytes,
         max_connections=settings.max_connections,
+        allowed_hosts=None if settings.api_keys else tuple(h.lower() for h in settings.allowed_hosts),
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
         access_log=False,  # embedserve.access logs each request, with its id
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        timeout_graceful_shutdown=settings.shutdown_grace + BACKSTOP,
         http=guarded_protocol(limits),  # header, body and idle timeouts, header size, connection cap
         timeout_keep_alive=settings.idle_timeout,
     )
+    GracefulServer(config, drain=app.state.drain, grace=settings.shutdown_grace).run()
+    _exit_past_busy_threads()
     return 0
+
+
+def _exit_past_busy_threads(wait: float = 2.0) -> None:
+    """Exit now (status 0) if a worker thread is still busy a moment after the server stopped: a
+    tokenizer or forward pass of a request already answered with 503 must not hold up the exit
+    that Python's interpreter shutdown would otherwise wait for."""
+    deadline = time.monotonic() + wait
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        log.warning("worker threads still busy after shutdown: exiting without waiting for them")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _ray_config(settings: Settings, catalog: Catalog) -> int:

@@ -126,8 +126,7 @@ class _RegistryCollector:
             "embedserve_model_load_seconds", "seconds the model's last load took", labels=["model"]
         )
         for model_id, handle in self._models().items():
-            batcher = handle.batcher
-            depth.add_metric([model_id], batcher.queue_depth if batcher is not None else 0)
+            depth.add_metric([model_id], handle.queue_depth)
             for name in STATES:
                 state.add_metric([model_id, name], 1.0 if handle.state.value == name else 0.0)
             if handle.load_seconds is not None:

@@ -14,7 +14,7 @@ the ``prompts`` and ``default_prompt_name`` given to its constructor over the sa
 - the similarity function: the model's ``similarity_fn_name``, else the library's default.
 
 Dialects that name a purpose rather than a prompt (Jina's ``task``, Cohere's ``input_type``)
-pick a prompt with :func:`prompt_name_for` from the names models use for that purpose
+pick a prompt with :meth:`ModelSettings.prompt_name_for` from the names models use for that purpose
 (:data:`PURPOSE_PROMPTS`). No torch here: the API layer and the registry import it.
 """
 

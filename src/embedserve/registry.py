@@ -1,8 +1,12 @@
 """The catalogue made live: one :class:`ModelHandle` per model, with its state and batcher.
 
-A request reaches a model in two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer
-threads, announced to the batcher so a short queue waits for it) and
-:meth:`ModelHandle.submit` (the model's batch queue). Loading runs in a thread of its own.
+:class:`ModelHandle` is what the app, ``tasks`` and the metrics ask of a model; it has two
+implementations: :class:`LocalModelHandle` (the model in this process) and
+``deploy.remote.RemoteModelHandle`` (the model in Ray replicas). A request reaches a model in
+two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer threads of ``tokenizer_pool``:
+fair between requests, bounded, within the deadline; announced to the batcher so a short queue
+waits for it) and :meth:`ModelHandle.submit` (the model's batch
+queue). Loading runs in a thread of its own.
 
 States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
 (with its reason); ``unload`` makes a ready model ``unloaded``, which refuses requests (503)
@@ -15,10 +19,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from enum import Enum
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer
@@ -26,9 +30,12 @@ from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import Engine, Tokens
 from embedserve.engines.runtimes import default_threads
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelNotFound, ModelUnavailable, WrongModelType
+from embedserve.families import Family
+from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
+from embedserve.tokenizer_pool import TokenizerPool, chunks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,14 +53,70 @@ class ModelState(str, Enum):
     UNLOADED = "unloaded"
 
 
-class ModelHandle:
-    """One catalogue model: its state, its engine once loaded, and its batcher."""
+class ModelHandle(Protocol):
+    """One catalogue model as the app, ``tasks`` and the metrics see it."""
+
+    entry: CatalogEntry
+    id: str
+    state: ModelState
+    error: str | None  # why it failed to load
+    load_seconds: float | None
+
+    @property
+    def queue_depth(self) -> int:
+        """Inputs queued for the model now."""
+
+    async def load(self, *, settle: bool = True) -> None:
+        """Load the model unless it is ready (``settle``: give freed memory back after)."""
+
+    async def unload(self) -> None:
+        """Free the weights; requests get 503 until the model is loaded again."""
+
+    async def ready_engine(self) -> Engine:
+        """The engine for a request: loads a lazy model, waits for one loading, else 503."""
+
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        """The catalogue entry merged with the model's own settings (see ``model_settings``)."""
+
+    async def model_settings(self) -> ModelSettings:
+        """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
+
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        """Run ``fn`` (the engine's tokenization of ``chars`` characters) off the event loop, in its
+        fair turn and within the request's deadline."""
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        """``encode`` of all ``texts`` (each with a prefix of ``prefix_chars``), in turns with other requests."""
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        """The units' forward outputs, one per unit, in order, from the model's batcher."""
+
+    def info(self) -> dict[str, Any]:
+        """The model as ``/api/v1/models`` lists it."""
+
+    async def close(self) -> None:
+        """At shutdown: stop its batcher and free its engine."""
+
+
+HandleFactory = Callable[[CatalogEntry], ModelHandle]
+
+
+def merged_settings(entry: CatalogEntry, engine: Engine | None) -> ModelSettings:
+    """The catalogue entry merged with ``engine``'s own settings (the catalogue's alone without one)."""
+    own = engine.own_settings if engine is not None else None
+    return merge(entry.spec, own, engine.dimension if engine is not None else None)
+
+
+class LocalModelHandle:
+    """One catalogue model in this process: its state, its engine once loaded, and its batcher."""
 
     def __init__(
         self,
         entry: CatalogEntry,
         factory: EngineFactory,
-        tokenizer_pool: ThreadPoolExecutor,
+        tokenizer_pool: TokenizerPool,
         device_gate: Callable[[str], DeviceGate],
         observer: Observer | None = None,
     ) -> None:
@@ -69,6 +132,14 @@ class ModelHandle:
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._family: tuple[Family | None] | None = None  # (detected,) once read
+
+    @property
+    def family(self) -> Family | None:
+        """The model's family (families.py), read from its files once; None when they are not here."""
+        if self._family is None:
+            self._family = (detect_family(self.entry),)
+        return self._family[0]
 
     async def load(self, *, settle: bool = True) -> None:
         """Load the model unless it is ready; concurrent calls share one load. ``settle``: settle
@@ -152,23 +223,46 @@ class ModelHandle:
     def settings(self, engine: Engine | None = None) -> ModelSettings:
         """The catalogue entry merged with the model's own settings (those of ``engine``, else of the
         loaded engine; before the first load, the catalogue's alone). See ``model_settings``."""
-        engine = engine or self.engine
-        own = engine.own_settings if engine is not None else None
-        return merge(self.entry.spec, own, engine.dimension if engine is not None else None)
+        return merged_settings(self.entry, engine or self.engine)
 
     async def model_settings(self) -> ModelSettings:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (the engine's tokenization) on a tokenizer thread, announced to the batcher."""
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        """Run ``fn`` (the engine's tokenization of ``chars`` characters) on a tokenizer thread, in
+        its fair turn and within the request's deadline, announced to the batcher."""
         batcher = await self._batcher()
+        ctx = context.current.get()
         started = time.perf_counter()
         try:
-            with batcher.incoming():
-                return await asyncio.wrap_future(self._tokenizer_pool.submit(_guarded, self.id, fn))
+            with batcher.incoming(), self._tokenizer_pool.admit(chars, self.id):
+                deadline = ctx.deadline if ctx is not None else None
+                return await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
         finally:
-            ctx = context.current.get()
+            if ctx is not None:
+                ctx.tokenization += time.perf_counter() - started
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        """``encode`` (the engine's tokenization of a list of texts, each with a prefix of
+        ``prefix_chars``) of every text, in jobs of about ``CHUNK_CHARS`` characters, so that a
+        long request takes turns with the others rather than holding a tokenizer thread."""
+        batcher = await self._batcher()
+        ctx = context.current.get()
+        deadline = ctx.deadline if ctx is not None else None
+        total = sum(map(len, texts)) + prefix_chars * len(texts)
+        started = time.perf_counter()
+        out: list[T] = []
+        try:
+            with batcher.incoming(), self._tokenizer_pool.admit(total, self.id):
+                for chunk in chunks(list(texts)):
+                    job = partial(_guarded, self.id, partial(encode, chunk))
+                    cost = sum(map(len, chunk)) + prefix_chars * len(chunk)
+                    out += await self._tokenizer_pool.run(job, cost, deadline, self.id)
+            return out
+        finally:
             if ctx is not None:
                 ctx.tokenization += time.perf_counter() - started
 
@@ -184,72 +278,106 @@ class ModelHandle:
             raise ModelUnavailable(f"model '{self.id}' was unloaded while this request waited", param="model")
         return self.batcher
 
+    @property
+    def queue_depth(self) -> int:
+        return self.batcher.queue_depth if self.batcher is not None else 0
+
     def info(self) -> dict[str, Any]:
-        spec = self.entry.spec
-        engine = self.engine
-        try:
-            settings = self.settings()
-        except ValueError:  # a model that failed to load for it: the catalogue's alone
-            settings = merge(spec, None)
-        return {
-            "id": self.id,
-            "name": spec.name,
-            "type": spec.type,
-            "engine": spec.engine_name,
-            "backend": spec.backend,
-            "quantize": spec.quantize,
-            "dtype": spec.dtype,
-            "source": self.entry.source.kind,
-            "loaded": self.state is ModelState.READY,
-            "state": self.state.value,
-            "error": self.error,
-            "device": engine.device if engine else spec.device,
-            "dimension": (settings.dimensions or engine.dimension) if engine else spec.dimensions,
-            "max_dimension": engine.dimension if engine else None,
-            "dimensions_origin": settings.dimensions_origin,
-            "max_length": engine.max_length if engine else spec.max_length,
-            "max_length_origin": "catalogue" if spec.max_length is not None else ("model" if engine else None),
-            "similarity": settings.similarity,
-            "prompts": sorted(settings.prompts),
-            "prompt_texts": settings.describe(),
-            "default_prompt": settings.default_prompt,
-            "default_prompt_origin": settings.default_prompt_origin,
-            "settings_read": settings.known,
-            "preload": spec.preload,
-            "trust_remote_code": spec.trust_remote_code,
-            "description": spec.description,
-            "default": spec.default,
-            # before the load, the catalogue's limits: the engine fills in the rest when it loads
-            "batching": asdict(self.batcher.limits) if self.batcher else spec.batching.model_dump(),
-            "stats": self.batcher.stats() if self.batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
-            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
-        }
+        return describe(self.entry, self.state, self.error, self.engine, self.batcher, self.load_seconds, self.family)
+
+    async def close(self) -> None:
+        engine, self.engine = self.engine, None
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            batcher.close()
+        if engine is not None:
+            engine.close()
 
 
-def _no_engine(entry: CatalogEntry) -> Engine:
-    raise RuntimeError(f"model '{entry.id}' loads no model of its own (engine fusion). This is a bug.")
+def describe(
+    entry: CatalogEntry,
+    state: ModelState,
+    error: str | None,
+    engine: Engine | None = None,
+    batcher: Batcher | None = None,
+    load_seconds: float | None = None,
+    family: Family | None = None,
+) -> dict[str, Any]:
+    """A model as ``/api/v1/models`` lists it; before a load, from the catalogue alone."""
+    spec = entry.spec
+    try:
+        settings = merged_settings(entry, engine)
+    except ValueError:  # a model that failed to load for it: the catalogue's alone
+        settings = merge(spec, None)
+    return {
+        "id": entry.id,
+        "name": spec.name,
+        "type": spec.type,
+        "family": family.name if family else None,
+        "engine": spec.engine_name,
+        "backend": spec.backend,
+        "quantize": spec.quantize,
+        "dtype": spec.dtype,
+        "source": entry.source.kind,
+        "loaded": state is ModelState.READY,
+        "state": state.value,
+        "error": error,
+        "device": engine.device if engine else spec.device,
+        "dimension": (settings.dimensions or engine.dimension) if engine else spec.dimensions,
+        "max_dimension": engine.dimension if engine else None,
+        "dimensions_origin": settings.dimensions_origin,
+        "max_length": engine.max_length if engine else spec.max_length,
+        "max_length_origin": "catalogue" if spec.max_length is not None else ("model" if engine else None),
+        "similarity": settings.similarity,
+        "prompts": sorted(settings.prompts),
+        "prompt_texts": settings.describe(),
+        "default_prompt": settings.default_prompt,
+        "default_prompt_origin": settings.default_prompt_origin,
+        "settings_read": settings.known,
+        "preload": spec.preload,
+        "trust_remote_code": spec.trust_remote_code,
+        "description": spec.description,
+        "default": spec.default,
+        # before the load, the catalogue's limits: the engine fills in the rest when it loads
+        "batching": asdict(batcher.limits) if batcher else spec.batching.model_dump(),
+        "stats": batcher.stats() if batcher else {"queue_depth": 0, "batches": 0, "inputs_computed": 0},
+        "load_seconds": None if load_seconds is None else round(load_seconds, 3),
+    }
 
 
-class FusionHandle(ModelHandle):
+class FusionHandle:
     """A reranker of engine ``fusion``: it loads nothing and scores with the handles of the
     catalogue's dense and sparse models named in its ``fuse`` (their weights, batch queues and
-    exports are shared; see ``tasks.rerank`` and ``fusion``).
+    exports are shared, Ray deployments included; see ``tasks.rerank`` and ``fusion``).
 
     It is ready when both are; loading it loads them. Unloading it only refuses its own requests
     (503) until it is loaded again: the two models go on serving their own routes.
     """
 
-    def __init__(
-        self,
-        entry: CatalogEntry,
-        dense: ModelHandle,
-        sparse: ModelHandle,
-        tokenizer_pool: ThreadPoolExecutor,
-        device_gate: Callable[[str], DeviceGate],
-    ) -> None:
-        self.dense, self.sparse = dense, sparse
+    def __init__(self, entry: CatalogEntry, dense: ModelHandle | None, sparse: ModelHandle | None) -> None:
+        self.entry = entry
+        self.id = entry.id
+        self._dense, self._sparse = dense, sparse
         self._unloaded = False
-        super().__init__(entry, _no_engine, tokenizer_pool, device_gate)
+        self.load_seconds: float | None = None
+
+    @property
+    def dense(self) -> ModelHandle:
+        assert self._dense is not None, "set by the registry"
+        return self._dense
+
+    @dense.setter
+    def dense(self, handle: ModelHandle) -> None:
+        self._dense = handle
+
+    @property
+    def sparse(self) -> ModelHandle:
+        assert self._sparse is not None, "set by the registry"
+        return self._sparse
+
+    @sparse.setter
+    def sparse(self, handle: ModelHandle) -> None:
+        self._sparse = handle
 
     @property
     def state(self) -> ModelState:
@@ -264,7 +392,7 @@ class FusionHandle(ModelHandle):
 
     @state.setter
     def state(self, value: ModelState) -> None:
-        pass  # the base class's bookkeeping; the state is the two models'
+        pass  # the protocol's attribute: this one's state is its models'
 
     @property
     def error(self) -> str | None:
@@ -274,6 +402,10 @@ class FusionHandle(ModelHandle):
     @error.setter
     def error(self, value: str | None) -> None:
         pass
+
+    @property
+    def queue_depth(self) -> int:
+        return 0  # its inputs queue at its two models
 
     async def load(self, *, settle: bool = True) -> None:
         self._unloaded = False
@@ -293,24 +425,33 @@ class FusionHandle(ModelHandle):
         engine, _ = await asyncio.gather(self.dense.ready_engine(), self.sparse.ready_engine())
         return engine
 
-    async def tokenize(self, fn: Callable[[], T]) -> T:
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        return merge(self.entry.spec, None)
+
+    async def model_settings(self) -> ModelSettings:
+        return self.settings()
+
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
         raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
 
     async def submit(self, units: Sequence[Tokens]) -> list[Any]:
         raise RuntimeError(f"model '{self.id}' computes through its dense and sparse models. This is a bug.")
 
     def info(self) -> dict[str, Any]:
-        info = super().info()
+        info = describe(self.entry, self.state, self.error)
         dense = self.dense.info()
-        info.update(
-            device=dense["device"],
-            max_length=dense["max_length"],
-            backend=dense["backend"],
-            quantize=dense["quantize"],
-            load_seconds=None,
-            fuse=self.entry.spec.fuse.model_dump() if self.entry.spec.fuse else None,
-        )
+        for key in ("device", "max_length", "backend", "quantize"):
+            info[key] = dense.get(key)
+        info["fuse"] = self.entry.spec.fuse.model_dump() if self.entry.spec.fuse else None
         return info
+
+    async def close(self) -> None:
+        pass  # its models close themselves
 
 
 class Registry:
@@ -322,36 +463,36 @@ class Registry:
         factory: EngineFactory | None = None,
         *,
         tokenizer_threads: int = 1,
+        tokenizer_queue_chars: int = 64 * 1024 * 1024,
         observer: ObserverFactory | None = None,
+        handles: HandleFactory | None = None,
     ) -> None:
+        """``factory`` makes the engines of the in-process handles; ``handles`` replaces those
+        handles (``deploy/``: models in Ray replicas)."""
         if factory is None:
             from embedserve.engines import create_engine
 
             factory = create_engine
         self.catalog = catalog
-        self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="tokenize")
+        self._tokenizer_pool = TokenizerPool(tokenizer_threads, tokenizer_queue_chars)
         self._device_gates: dict[str, DeviceGate] = {}
-        self.models = {
-            e.id: ModelHandle(e, factory, self._tokenizer_pool, self.device_gate, observer and observer(e.id))
-            for e in catalog.entries.values()
-            if not e.spec.is_fusion
-        }
-        self._add_fusions()
+
+        def local(entry: CatalogEntry) -> ModelHandle:
+            observed = observer(entry.id) if observer is not None else None
+            return LocalModelHandle(entry, factory, self._tokenizer_pool, self.device_gate, observed)
+
+        make = handles or local
+        self.models: dict[str, ModelHandle] = {}
+        for entry in catalog.entries.values():  # in catalogue order; a fusion reranker after its models
+            fuse = entry.spec.fuse
+            self.models[entry.id] = make(entry) if fuse is None else FusionHandle(entry, None, None)
+        for handle in self.models.values():
+            if isinstance(handle, FusionHandle) and handle.entry.spec.fuse is not None:
+                handle.dense = self.models[handle.entry.spec.fuse.dense]
+                handle.sparse = self.models[handle.entry.spec.fuse.sparse]
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
-
-    def _add_fusions(self) -> None:
-        """A handle for each reranker of engine fusion, over its models' handles, in catalogue order."""
-        handles: dict[str, ModelHandle] = {}
-        for entry in self.catalog.entries.values():
-            fuse = entry.spec.fuse
-            if entry.spec.is_fusion and fuse is not None:
-                dense, sparse = self.models[fuse.dense], self.models[fuse.sparse]
-                handles[entry.id] = FusionHandle(entry, dense, sparse, self._tokenizer_pool, self.device_gate)
-            else:
-                handles[entry.id] = self.models[entry.id]
-        self.models = handles
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""
@@ -439,13 +580,8 @@ class Registry:
         if self._preload is not None and not self._preload.done():
             self._preload.cancel()
         for handle in self.models.values():
-            engine, handle.engine = handle.engine, None
-            batcher, handle.batcher = handle.batcher, None
-            if batcher is not None:
-                batcher.close()
-            if engine is not None:
-                engine.close()
-        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+            await handle.close()
+        self._tokenizer_pool.close()
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

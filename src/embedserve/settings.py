@@ -43,7 +43,14 @@ class Settings(BaseSettings):
     max_inputs: PositiveInt = Field(
         default=2048, description="inputs (or rerank documents) per request, unless the model sets max_inputs"
     )
-    max_input_chars: PositiveInt = Field(default=100_000, description="characters per input text")
+    max_input_chars: PositiveInt = Field(
+        default=100_000, description="characters per input text (with the prompt or rerank query before it)"
+    )
+    max_request_chars: PositiveInt = Field(
+        default=16 * 1024 * 1024,
+        description="characters a request has tokenized: its texts, each with the prompt (or the rerank query) "
+        "before it; a prompt cannot multiply a request's work past what its largest body could hold",
+    )
     torch_threads: PositiveInt | None = Field(
         default=None,
         description="torch intra-op threads, shared by the torch passes running at once (batching.passes); "
@@ -55,6 +62,10 @@ class Settings(BaseSettings):
     )
     tokenizer_threads: PositiveInt = Field(
         default=1, description="threads that tokenize requests, shared by all models (Rust tokenizers)"
+    )
+    tokenizer_queue_chars: PositiveInt = Field(
+        default=64 * 1024 * 1024,
+        description="characters of requests admitted to the tokenizer and not yet tokenized; past it 429",
     )
     playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
     # Production: keys, limits, deadlines, logs (docs/production.md)
@@ -100,7 +111,13 @@ class Settings(BaseSettings):
         "process's limit on open files)",
     )
 
-    @field_validator("cors_origins", "api_keys", mode="before")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="without API keys: comma-separated Host names clients may use (* for any); on a loopback "
+        "address localhost, 127.0.0.1 and [::1] are allowed too, on another address with none given any is",
+    )
+
+    @field_validator("cors_origins", "api_keys", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

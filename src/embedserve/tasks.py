@@ -36,11 +36,12 @@ class Limits:
     max_inputs: int = _SETTINGS["max_inputs"].default
     max_input_chars: int = _SETTINGS["max_input_chars"].default
     max_documents: int = _SETTINGS["max_documents"].default  # documents per rerank request
+    max_request_chars: int = _SETTINGS["max_request_chars"].default  # tokenized per request, prompts included
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The limits ``settings`` set."""
-        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents)
+        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents, settings.max_request_chars)
 
 
 def check_texts(
@@ -75,6 +76,32 @@ def check_text(text: str, limits: Limits, where: str) -> None:
         raise InvalidInput(
             f"{where} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character {exc.start}", param=where
         ) from None
+
+
+def check_prefixed(
+    texts: Sequence[str], prefix: str | None, limits: Limits, param: str, prefix_param: str = "options.prompt"
+) -> None:
+    """A prompt (or a rerank query) is put before every text it goes with, so it counts in the same
+    budget as the texts: itself within the per-text limit, each text with it too, and the request's
+    characters to tokenize, the prefix once per text, within ``max_request_chars``."""
+    if prefix:
+        check_text(prefix, limits, prefix_param)
+    n = len(prefix or "")
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]), default=None)
+    if longest is not None and n + len(texts[longest]) > limits.max_input_chars:
+        where = f"{param}[{longest}]"
+        raise LimitExceeded(
+            f"{where} has {len(texts[longest])} characters, {n + len(texts[longest])} with '{prefix_param}' before it; "
+            f"the limit is {limits.max_input_chars} per text",
+            param=where,
+        )
+    total = sum(map(len, texts)) + n * len(texts)
+    if total > limits.max_request_chars:
+        raise LimitExceeded(
+            f"'{param}' comes to {total} characters to tokenize ('{prefix_param}' before each text counted); "
+            f"the limit is {limits.max_request_chars} per request (EMBEDSERVE_MAX_REQUEST_CHARS)",
+            param=prefix_param if n else param,
+        )
 
 
 def used_tokens(
@@ -124,6 +151,7 @@ async def embed(
     engine = await handle.ready_engine()
     settings = handle.settings(engine)
     prompt = settings.resolve(options.prompt, options.prompt_name)
+    check_prefixed(texts, prompt, limits, param)
     dimension = engine.dimension or 0
     if options.dimensions is not None and not 1 <= options.dimensions <= dimension:
         raise InvalidInput(
@@ -133,7 +161,9 @@ async def embed(
 
     assert isinstance(engine, DenseEngine)
     limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, prompt, options.truncation_direction, limit))
+    units = await handle.tokenize_texts(
+        texts, lambda part: engine.encode_texts(part, prompt, options.truncation_direction, limit), len(prompt or "")
+    )
     tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
     width = options.dimensions or settings.dimensions
@@ -172,10 +202,20 @@ async def embed_sparse(
     spec = handle.entry.spec
     check_texts(texts, limits, spec, param)
     engine = await handle.ready_engine()
-    resolved = handle.settings(engine).resolve(options.prompt, options.prompt_name)
     assert isinstance(engine, SparseEngine)
+    settings = handle.settings(engine)
+    # a side of a Router model (query, document) may be named without a prompt of that name
+    name = options.prompt_name
+    side_only = name is not None and name in engine.tasks and name not in settings.prompts
+    resolved = settings.resolve(options.prompt, None if side_only else name)
+    task = name or settings.default_prompt
+    check_prefixed(texts, resolved, limits, param)
     limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize(lambda: engine.encode_texts(texts, resolved, options.truncation_direction, limit))
+    units = await handle.tokenize_texts(
+        texts,
+        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, limit, task=task),
+        len(resolved or ""),
+    )
     tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
     terms = None
@@ -221,6 +261,7 @@ async def rerank(
     spec = handle.entry.spec
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
+    check_prefixed(documents, query, limits, param, "query")
     if isinstance(handle, FusionHandle):
         fused = await _fused_scores(handle, query, documents, options, limits, param)
         order = sorted(range(len(documents)), key=lambda i: -float(fused.scores[i]))
@@ -229,7 +270,8 @@ async def rerank(
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
     prepared = await handle.tokenize(
-        lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc)
+        lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc),
+        sum(map(len, documents)) + len(query) * len(documents),
     )
     n_query = prepared.query_units
 
@@ -263,7 +305,13 @@ async def _fused_scores(
 
     def sparse_side(texts: Sequence[str], purpose: str, cap: int | None, where: str) -> Awaitable[SparseResult]:
         name = sparse_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
-        return embed_sparse(sparse, texts, SparseOptions(None, name, None, False, cut, side, cap), limits, where)
+        return embed_sparse(
+            sparse,
+            texts,
+            SparseOptions(prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap),
+            limits,
+            where,
+        )
 
     per_doc = options.max_tokens_per_doc
     q_dense, d_dense, q_sparse, d_sparse = await asyncio.gather(
@@ -332,8 +380,9 @@ async def tokenize(
     check_texts(texts, limits, handle.entry.spec, param)
     engine = await handle.ready_engine()
     prompt = handle.settings(engine).resolve(None, prompt_name)
+    check_prefixed(texts, prompt, limits, param, "prompt_name")
     inputs = [prompt + t for t in texts] if prompt else list(texts)
-    return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens))
+    return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)))
 
 
 async def decode(
@@ -361,7 +410,7 @@ async def decode(
                     f"(ids 0 to {vocab - 1})",
                     param=f"{where}[{j}]",
                 )
-    return await handle.tokenize(lambda: engine.tokenizer.decode(ids, skip_special_tokens))
+    return await handle.tokenize(lambda: engine.tokenizer.decode(ids, skip_special_tokens), sum(map(len, ids)))
 
 
 async def texts_from_ids(

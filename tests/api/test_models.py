@@ -29,6 +29,13 @@ async def test_listing_has_the_seed_fields_and_more(client: httpx.AsyncClient) -
     assert by_id["tiny-sparse"]["dimension"] == 30522 and by_id["tiny-sparse"]["max_length"] == 64
     assert by_id["tiny-similarity"]["engine"] == "similarity"
     assert by_id["tiny-rerank"]["engine"] == "cross-encoder"
+    families = {i: by_id[i]["family"] for i in ("tiny-dense", "tiny-sparse", "tiny-rerank", "tiny-similarity")}
+    assert families == {
+        "tiny-dense": "dense/bert",
+        "tiny-sparse": "sparse/bert",
+        "tiny-rerank": "rerank/bert",
+        "tiny-similarity": "dense/bert",  # it runs the dense model
+    }
     assert by_id["lazy-dense"]["state"] == "not_loaded" and by_id["lazy-dense"]["loaded"] is False
 
 
@@ -65,7 +72,8 @@ async def test_unload_then_load(client: httpx.AsyncClient, app: FastAPI) -> None
     refused = await client.post("/api/v1/embed_sparse", json={"model": "tiny-sparse", "input": "x"})
     assert refused.status_code == 503
     assert "POST /api/v1/models/tiny-sparse/load" in refused.json()["error"]["message"]
-    loaded = await client.get("/api/v1/models/tiny-sparse/load")  # GET too, as the seed had it
+    assert (await client.get("/api/v1/models/tiny-sparse/load")).status_code == 405  # a state change: POST only
+    loaded = await client.post("/api/v1/models/tiny-sparse/load")
     assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
     assert (await client.post("/api/v1/embed_sparse", json={"model": "tiny-sparse", "input": "x"})).status_code == 200
 

@@ -8,8 +8,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def app(fake_app: FastAPI) -> FastAPI:
+    """The dialect's fields need no real numbers: the catalogue on the fake engine."""
+    return fake_app
+
+
 TEXTS = ["the cat sat on the mat", "a stock market crash"]
 # all-MiniLM-L6-v2's vocabulary (the tiny models share its tokenizer), without [CLS] and [SEP]
 IDS = [[1996, 4937, 2938, 2006, 1996, 13523], [1037, 4518, 3006, 5823]]

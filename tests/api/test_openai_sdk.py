@@ -8,8 +8,15 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def app(fake_app: FastAPI) -> FastAPI:
+    """The SDK's requests and responses need no real numbers: the catalogue on the fake engine."""
+    return fake_app
 
 
 @pytest.fixture

@@ -102,12 +102,13 @@ def client(robust_server: Server) -> Iterator[httpx.Client]:
 # limits at short values, so that each attack's effect shows within seconds.
 OPEN_ENV = {
     "EMBEDSERVE_TORCH_THREADS": "1",
-    "EMBEDSERVE_REQUEST_TIMEOUT": "5",
+    "EMBEDSERVE_REQUEST_TIMEOUT": "30",
     "EMBEDSERVE_IDLE_TIMEOUT": "2",
     "EMBEDSERVE_HEADER_TIMEOUT": "2",
     "EMBEDSERVE_MIN_BODY_RATE": "1024",
     "EMBEDSERVE_MAX_HEADER_BYTES": "16384",
     "EMBEDSERVE_MAX_CONNECTIONS": "100",
+    "EMBEDSERVE_TOKENIZER_QUEUE_CHARS": "40000000",
 }
 
 
@@ -116,7 +117,7 @@ def open_server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     """Tiny models, no API keys, short connection timeouts."""
     root = tmp_path_factory.mktemp("open")
     catalog = write_catalog(root / "models.yaml", tiny_models)
-    with running_server(catalog, env=OPEN_ENV, log_path=root / "server.log") as server:
+    with running_server(catalog, env=OPEN_ENV, log_path=root / "server.log", timeout=600) as server:
         yield server
     assert server.process.poll() is not None, "the server outlived its tests"
 

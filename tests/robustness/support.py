@@ -5,7 +5,8 @@ and :func:`attack`, which probes /health and measures RSS while an attack runs."
 from __future__ import annotations
 
 import contextlib
-import threading
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -88,33 +89,46 @@ class Attack:
 ATTACKS: dict[str, Attack] = {}
 
 
-def _probe_health(url: str, attack: Attack, stop: threading.Event) -> None:
-    while True:
-        started = time.perf_counter()
-        try:
-            status = httpx.get(f"{url}/health", timeout=60).status_code
-            if status != 200:
-                attack.health_failures.append(f"status {status}")
-        except httpx.HTTPError as exc:
-            attack.health_failures.append(f"{type(exc).__name__}: {exc}")
-        attack.health.append(time.perf_counter() - started)
-        if stop.wait(0.1):
-            return
+# /health probed from a process of its own: the test's own work (building or parsing a large body)
+# must not delay the probes, as it would from a thread of the test process.
+PROBE = """
+import sys, time, httpx
+url = sys.argv[1]
+while True:
+    started = time.perf_counter()
+    try:
+        status = httpx.get(url + "/health", timeout=60).status_code
+        outcome = "ok" if status == 200 else f"status-{status}"
+    except httpx.HTTPError as exc:
+        outcome = type(exc).__name__
+    print(outcome, time.perf_counter() - started, flush=True)
+    time.sleep(0.1)
+"""
 
 
 @contextlib.contextmanager
 def attack(server: Server, name: str) -> Iterator[Attack]:
-    """Run an attack with /health probed from another thread all along; its figures go to the
+    """Run an attack with /health probed (from another process) all along; its figures go to the
     summary table printed at the end of the run (and to test-output/robustness.json)."""
     result = Attack(name, rss_mib(server))
-    stop = threading.Event()
-    prober = threading.Thread(target=_probe_health, args=(server.url, result, stop), daemon=True)
-    prober.start()
+    prober = subprocess.Popen([sys.executable, "-c", PROBE, server.url], stdout=subprocess.PIPE, text=True)
+    assert prober.stdout is not None
+    lines = [prober.stdout.readline()]  # one probe before the attack starts
     try:
         yield result
     finally:
-        stop.set()
-        prober.join(120)
+        time.sleep(0.3)  # a probe after the attack's last request
+        prober.terminate()
+        lines += prober.stdout.read().splitlines()
+        prober.stdout.close()
+        prober.wait()
+        for line in lines:
+            outcome, _, seconds = line.strip().partition(" ")
+            if not seconds:
+                continue
+            result.health.append(float(seconds))
+            if outcome != "ok":
+                result.health_failures.append(outcome)
         if server.process.poll() is None:
             result.rss_after = rss_mib(server)
         ATTACKS[name] = result

@@ -20,11 +20,17 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_models_table_says_what_resolves(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--config", str(ROOT / "models.yaml")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["ID", "TYPE", "ENGINE"]
+    assert out[0].split()[:5] == ["ID", "TYPE", "FAMILY", "ENGINE", "BACKEND"]
     rows = {line.split()[0]: line for line in out[1:]}
     assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"}
+    families = {model: row.split()[2] for model, row in rows.items()}
+    assert families == {
+        "all-minilm-l6-v2": "dense/bert",
+        "splade-tiny": "sparse/bert",
+        "hybrid-rerank": "rerank/unknown",  # engine fusion: no model of its own
+    }
     assert " yes " in rows["splade-tiny"]
-    assert rows["hybrid-rerank"].split()[:3] == ["hybrid-rerank", "rerank", "fusion"]
+    assert rows["hybrid-rerank"].split()[3] == "fusion"
     assert "catalogue models" in rows["hybrid-rerank"] and " yes " in rows["hybrid-rerank"]
 
 

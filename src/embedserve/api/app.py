@@ -1,7 +1,8 @@
 """The app factory. State (the registry, the limits) is made in the lifespan, never at import.
 
 Middleware, outermost first: the request context (request id, deadline, timing headers, access
-log, request metrics), CORS (when origins are set), API keys (when keys are set), body limits,
+log, request metrics), the shutdown guard (503 for requests still running when the grace after
+SIGTERM ends), CORS (when origins are set), API keys (when keys are set; without keys, the Origin check), body limits,
 then the disconnect watcher around the routes.
 """
 
@@ -20,7 +21,10 @@ from embedserve.api.auth import APIKeyAuth
 from embedserve.api.body_limit import BodyLimits
 from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import error_responses, install_error_handlers
+from embedserve.api.origin import OriginCheck
 from embedserve.api.request_context import RequestContextMiddleware
+from embedserve.api.shutdown import Drain, ShutdownGuard
+from embedserve.api.web import HeadAndDocsPolicy
 from embedserve.catalog import Catalog, load_catalog
 from embedserve.engines import EngineOptions, create_engine
 from embedserve.metrics import Metrics
@@ -50,7 +54,11 @@ def create_app(
             registry = registry_factory(catalog, settings)
         else:
             registry = Registry(
-                catalog, engine_factory, tokenizer_threads=settings.tokenizer_threads, observer=metrics.observer
+                catalog,
+                engine_factory,
+                tokenizer_threads=settings.tokenizer_threads,
+                tokenizer_queue_chars=settings.tokenizer_queue_chars,
+                observer=metrics.observer,
             )
         metrics.watch(lambda: registry.models)
         app.state.registry = registry
@@ -71,13 +79,18 @@ def create_app(
     app.state.settings = settings
     # added innermost first
     app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(HeadAndDocsPolicy)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     if settings.api_keys:
         app.add_middleware(APIKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
+    else:
+        app.add_middleware(OriginCheck, allowed=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.state.drain = Drain()  # started by the server's shutdown (cli.py: GracefulServer)
+    app.add_middleware(ShutdownGuard, drain=app.state.drain)
     app.add_middleware(RequestContextMiddleware, timeout=settings.request_timeout, metrics=metrics)
     install_error_handlers(app)
     for module in (openai, native, cohere, tei, models, health):

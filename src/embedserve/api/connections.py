@@ -17,11 +17,17 @@ is refused. :func:`guarded_protocol` makes uvicorn's protocol class with these l
 
 These answers (and the 400 for a request the parser refuses) are JSON in OpenAI's error shape,
 as the router's 404 is; the connection is closed after them.
+
+Without API keys, the ``Host`` header must name this server (against DNS rebinding: a web page
+whose own name is made to resolve to 127.0.0.1 would otherwise reach a loopback server from a
+browser): one of ``allowed_hosts``, or, on a loopback address, ``localhost``, ``127.0.0.1`` and
+``[::1]``; on another address with no ``allowed_hosts``, any name. Else 400, as Django does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -30,7 +36,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from embedserve.errors import clip
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ class ConnectionLimits:
     min_body_rate: int = 1024
     max_header_bytes: int = 64 * 1024
     max_connections: int = 1000
+    allowed_hosts: tuple[str, ...] | None = None  # None: no Host check (API keys are set)
 
 
 def raise_fd_limit() -> int:
@@ -90,6 +100,38 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
         b"connection: close\r\n\r\n",
     ]
     return b"".join(head) + body
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _host_name(host: str) -> str:
+    """``Host``'s name, without its port and IPv6 brackets, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _wrong_host(scope: Scope, receive: Receive, send: Send) -> None:
+    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+    message = (
+        f"the Host header '{clip(host, 80)}' does not name this server; "
+        "set EMBEDSERVE_ALLOWED_HOSTS to the names clients use"
+    )
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "host_not_allowed"}}
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -200,7 +242,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        super().on_headers_complete()
+        if self._host_allowed():
+            super().on_headers_complete()
+        else:  # answered by a small ASGI app in place of ours, through uvicorn's own request cycle
+            app, self.app = self.app, _wrong_host
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
         if self._has_body() and self.limits.min_body_rate > 0:
             self._body_started = time.monotonic()
             self._body_bytes, self._body_paused = 0, 0.0
@@ -216,6 +265,21 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._body_timer = None
         self._in_head, self._head_bytes, self._tail = True, 0, b""
         super().on_message_complete()
+
+    def _host_allowed(self) -> bool:
+        allowed = self.limits.allowed_hosts
+        if allowed is None or "*" in allowed:
+            return True
+        local = self.server[0] if self.server else ""
+        names = set(allowed)
+        if _is_loopback(local):
+            names |= LOOPBACK_NAMES
+        elif not allowed:
+            return True  # bound to a public address with no names given: any
+        host = next((value for name, value in self.headers if name == b"host"), None)
+        if host is None:
+            return True  # HTTP/1.0 without Host: no browser sends that
+        return _host_name(host.decode("latin-1")) in names
 
     def _has_body(self) -> bool:
         for name, value in self.headers:

@@ -85,9 +85,14 @@ def error_response(
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
+MAX_MESSAGE = 1000  # characters of an error message: with a clipped param, every error body is under 2 KB
+MAX_PARAM = 200
+
+
 @dataclass(frozen=True)
 class Problem:
-    """An error as the native API states it; each dialect renders it its own way."""
+    """An error as the native API states it; each dialect renders it its own way. Its message and
+    param are clipped, so that no error body repeats more than a short prefix of what it rejects."""
 
     status: int
     message: str
@@ -95,6 +100,11 @@ class Problem:
     code: str | None = None
     headers: dict[str, str] | None = None
     unparsed: bool = False  # the request body did not match the route's schema
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", e.clip(self.message, MAX_MESSAGE))
+        if self.param is not None:
+            object.__setattr__(self, "param", e.clip(self.param, MAX_PARAM))
 
 
 def _openai(p: Problem) -> FastJSONResponse:
@@ -235,7 +245,8 @@ def _param(loc: tuple[Any, ...]) -> str | None:
         elif "[" in str(part) or str(part) in ("str", "int", "float", "bool"):
             continue  # pydantic's union branch tags, e.g. 'list[str]'
         else:
-            out += f".{part}" if out else str(part)
+            name = e.clip(str(part), 60)  # a client's key: quoted up to a short prefix
+            out += f".{name}" if out else name
     return out or None
 
 
@@ -275,6 +286,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
             message, code = "request body could not be parsed: send a UTF-8 JSON object", "invalid_body"
+            if isinstance(exc.__cause__, UnicodeDecodeError):
+                message += f" (byte {exc.__cause__.start} is not UTF-8)"
         if exc.status_code == 404:
             message = f"no route {request.method} {e.clip(request.url.path)}; see /docs"
         return render(request, Problem(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))

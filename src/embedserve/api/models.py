@@ -30,8 +30,7 @@ async def get_model(model_id: str, registry: RegistryDep) -> FastJSONResponse:
     return FastJSONResponse(registry.get(model_id).info())
 
 
-@router.post("/api/v1/models/{model_id}/load", response_model=ModelInfo)
-@router.get("/api/v1/models/{model_id}/load", include_in_schema=False)  # the seed's GET, kept for old clients
+@router.post("/api/v1/models/{model_id}/load", response_model=ModelInfo)  # POST only: an <img> must not load
 async def load_model(model_id: str, registry: RegistryDep) -> FastJSONResponse:
     """Load a model (waits until it is ready); 503 with the reason when loading fails."""
     handle = registry.get(model_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
 from embedserve.quantization import Precision
@@ -114,7 +114,21 @@ JinaTask = Literal[
 
 
 class Request(BaseModel):
+    """A request body: unknown fields are an error, and only the first is reported (pydantic would
+    make one error per unknown field, however many a client sends)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_unknown_field(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = cls.model_fields
+        first = next((key for key in data if key not in known), None)
+        if first is None:
+            return data
+        return {key: value for key, value in data.items() if key in known} | {first: data[first]}
 
 
 class EmbeddingOptions(Request):
@@ -253,6 +267,7 @@ class ModelInfo(BaseModel):
     id: str
     name: str
     type: str
+    family: str | None  # kind/architecture (docs/families.md); None while the model's files are not local
     engine: str
     backend: Literal["torch", "onnx", "openvino"]
     quantize: Literal["none", "int8"]

@@ -109,9 +109,13 @@ class ModelReplica:
             "vocab_size": engine.tokenizer.vocab_size,
         }
 
-    async def encode_texts(self, texts: list[str], prompt: str | None, side: Any, limit: int | None) -> list[Tokens]:
+    async def encode_texts(
+        self, texts: list[str], prompt: str | None, side: Any, limit: int | None, task: str | None = None
+    ) -> list[Tokens]:
         engine = _engine(await self._handle.ready_engine(), TextEngine)
-        units: list[Tokens] = await self._handle.tokenize(lambda: engine.encode_texts(texts, prompt, side, limit))
+        units: list[Tokens] = await self._handle.tokenize(
+            lambda: engine.encode_texts(texts, prompt, side, limit, task=task)
+        )
         return units
 
     async def encode_pairs(self, query: str, documents: list[str], side: Any, doc_limit: int | None) -> Any:

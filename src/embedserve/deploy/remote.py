@@ -1,8 +1,9 @@
 """The ingress side of a Ray deployment: a registry whose models live in other processes.
 
-:class:`RayRegistry` is a :class:`~embedserve.registry.Registry` and its handles are
-:class:`~embedserve.registry.ModelHandle` s, so the HTTP app and ``tasks`` run unchanged: the
-seam is the handle. Where an in-process handle tokenizes on its thread pool and queues units
+:class:`RayRegistry` is a :class:`~embedserve.registry.Registry` whose handles are
+:class:`RemoteModelHandle` s, the Ray implementation of the
+:class:`~embedserve.registry.ModelHandle` protocol, so the HTTP app and ``tasks`` run
+unchanged: the seam is the handle. Where an in-process handle tokenizes on its thread pool and queues units
 for its batcher, a :class:`RemoteModelHandle` asks the model's deployment (any replica) to do
 the same; the engine it hands to ``tasks`` is a stand-in whose tokenization and
 post-processing calls are remote too. So the ingress loads no model and no tokenizer, and
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,8 +42,9 @@ from embedserve.engines.base import (
     Tokens,
 )
 from embedserve.errors import EmbedServeError, InferenceFailed, ModelUnavailable
-from embedserve.gate import DeviceGate
-from embedserve.registry import ModelHandle, ModelState, Registry
+from embedserve.families import detect as detect_family
+from embedserve.model_settings import ModelSettings
+from embedserve.registry import ModelHandle, ModelState, Registry, describe, merged_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,20 +61,25 @@ def _no_local_engine(entry: CatalogEntry) -> Engine:
     raise RuntimeError(f"model '{entry.id}' loads in its Ray replicas, never in the ingress. This is a bug.")
 
 
-def _no_gate(device: str) -> DeviceGate:
-    return DeviceGate(1)  # never entered: the ingress runs no forward pass
-
-
-class RemoteModelHandle(ModelHandle):
-    """One catalogue model served by a Ray deployment: state and stats as its replicas report them."""
+class RemoteModelHandle:
+    """One catalogue model served by a Ray deployment (a :class:`ModelHandle`): state and stats
+    as its replicas report them."""
 
     def __init__(self, entry: CatalogEntry, deployment: DeploymentHandle[Any], registry: RayRegistry) -> None:
-        super().__init__(entry, _no_local_engine, registry.io_pool, _no_gate)
+        self.entry = entry
+        self.id = entry.id
+        self.state = ModelState.NOT_LOADED
+        self.error: str | None = None
+        self.load_seconds: float | None = None  # the replicas' own, in their info
         self._deployment = deployment
         self._registry = registry
         self._remote_engine: Engine | None = None
         self._reported: dict[str, Any] | None = None
         self.replicas: dict[str, dict[str, Any]] = {}  # replica id -> {pid, node, requests}
+
+    @property
+    def queue_depth(self) -> int:
+        return 0  # queues are in the replicas; their depth is in info()'s stats
 
     async def call(self, method: str, *args: Any) -> Any:
         """``method`` of the model's deployment on any replica, retried on another if it dies."""
@@ -126,9 +134,22 @@ class RemoteModelHandle(ModelHandle):
             self._remote_engine = _stand_in(self, facts)
         return self._remote_engine
 
-    async def tokenize(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread."""
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        return merged_settings(self.entry, engine or self._remote_engine)
+
+    async def model_settings(self) -> ModelSettings:
+        return self.settings(await self.ready_engine())
+
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread; the replica
+        tokenizes on its own fair pool."""
         return await asyncio.wrap_future(self._registry.io_pool.submit(fn))
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        """One remote call for all the texts (the replica takes turns with other requests there)."""
+        return await self.tokenize(lambda: encode(list(texts)))
 
     async def submit(self, units: Sequence[Tokens]) -> list[Any]:
         """The units' outputs from a replica's batcher (batched there with other requests)."""
@@ -139,25 +160,29 @@ class RemoteModelHandle(ModelHandle):
         return result
 
     def info(self) -> dict[str, Any]:
-        info = dict(self._reported) if self._reported is not None else super().info()
+        if self._reported is not None:
+            info = dict(self._reported)
+        else:  # nothing heard from a replica yet: the catalogue's
+            info = describe(self.entry, self.state, self.error, family=detect_family(self.entry))
         info.pop("replica", None)
         info["state"], info["loaded"], info["error"] = self.state.value, self.state is ModelState.READY, self.error
         info["replicas"] = [{"id": rid, **seen} for rid, seen in self.replicas.items()]
         return info
+
+    async def close(self) -> None:
+        """The replicas close their own models; the ingress drops its stand-in."""
+        self._remote_engine = None
 
 
 class RayRegistry(Registry):
     """The catalogue's models as Ray deployments (one handle each), for the ingress's app."""
 
     def __init__(self, catalog: Catalog, deployments: dict[str, DeploymentHandle[Any]]) -> None:
-        super().__init__(catalog, _no_local_engine, tokenizer_threads=IO_THREADS)
-        self.io_pool = self._tokenizer_pool
-        self.models = {
-            e.id: RemoteModelHandle(e, deployments[e.id], self)
-            for e in catalog.entries.values()
-            if not e.spec.is_fusion
-        }
-        self._add_fusions()
+        def remote(entry: CatalogEntry) -> ModelHandle:
+            return RemoteModelHandle(entry, deployments[entry.id], self)
+
+        super().__init__(catalog, _no_local_engine, handles=remote)
+        self.io_pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="ray-io")  # remote calls wait here
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, set by start
         self._refresher: asyncio.Task[None] | None = None
 
@@ -171,8 +196,7 @@ class RayRegistry(Registry):
         while True:
             await asyncio.sleep(REFRESH_S)
             for handle in self.models.values():
-                if not isinstance(handle, RemoteModelHandle):
-                    continue  # a fusion reranker: its state is its models'
+                assert isinstance(handle, RemoteModelHandle)
                 try:
                     await handle.refresh()
                 except Exception as exc:  # the next round tries again; requests report their own errors
@@ -182,6 +206,7 @@ class RayRegistry(Registry):
         if self._refresher is not None:
             self._refresher.cancel()
         await super().close()
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _RemoteTokenizer:
@@ -215,9 +240,14 @@ class _RemoteEngine:
         raise RuntimeError("forward passes run in the model's replicas (submit). This is a bug.")
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
-        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit)
+        result: list[Tokens] = self._handle.call_sync("encode_texts", list(texts), prompt, side, limit, task)
         return result
 
 

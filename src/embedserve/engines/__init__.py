@@ -7,6 +7,7 @@ importing the API layer never pulls in torch.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import DenseEngine, Engine, EngineOptions, RerankEngine, SparseEngine, SparseVector
@@ -44,8 +45,20 @@ def create_engine(entry: CatalogEntry, options: EngineOptions | None = None) -> 
 
         return create_fake_engine(entry)
     passive_omp_threads()
+    from embedserve import families
     from embedserve.engines import sentence_transformers as st
 
+    family = families.detect(entry)
+    if family is not None:
+        families.check_engine(entry, family)
+        if family.key == "static" and spec.type == "embeddings":
+            from embedserve.engines.static import StaticDenseEngine
+
+            return StaticDenseEngine(entry, families.local_directory(entry) or Path(entry.source.location))
+        if family.key == "inference-free-splade" and spec.type == "sparse-embeddings":
+            from embedserve.engines.routed import RoutedSparseEngine
+
+            return RoutedSparseEngine(entry)
     if spec.type == "embeddings":
         return st.STDenseEngine(entry, options)
     if spec.type == "sparse-embeddings":

@@ -103,11 +103,24 @@ class TextEngine(Engine):
     """Dense and sparse engines: one unit per text, the prompt read in front of it."""
 
     def encode_texts(
-        self, texts: Sequence[str], prompt: str | None, side: Side = "right", limit: int | None = None
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
     ) -> list[Tokens]:
-        """Units cut to ``limit`` tokens (at most the model's ``max_length``) from ``side``."""
+        """Units cut to ``limit`` tokens (at most the model's ``max_length``) from ``side``.
+        ``task``: the prompt name the request asked for (``query``, ``document``, ...); engines
+        with one pipeline per side (:attr:`tasks`) pick the side by it, the others ignore it."""
         inputs = [prompt + t for t in texts] if prompt else list(texts)
         return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt), limit=limit)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Sides with a pipeline of their own (a Router's routes) that a request may name as its
+        prompt name without the model defining a prompt of that name; most engines have none."""
+        return ()
 
     def prompt_group(self, prompt: str | None) -> int:
         """Units whose pooling depends on the prompt (it is left out) batch only with their own."""

@@ -129,12 +129,17 @@ class OpenVINORuntime:
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_names = tuple(i.get_any_name() for i in self.compiled.inputs)
+        self.output = self.compiled.outputs[0]
         self.threads = threads
+        # One pass here, on the loading thread, before any lane runs: the first passes of two lanes
+        # at once deadlocked inside the bindings (one lane initializing a static that needs the GIL,
+        # the other holding the GIL while it waited for that initialization).
+        self.run({name: np.full((1, 2), int(name != "token_type_ids"), dtype=np.int64) for name in self.input_names})
 
     def run(self, arrays: dict[str, npt.NDArray[np.int64]]) -> FloatArray:
         # one request object, one forward pass at a time (each lane is used by one thread at a time)
         result = self.request.infer({name: arrays[name] for name in self.input_names})
-        return np.array(result[self.compiled.outputs[0]], dtype=np.float32)
+        return np.array(result[self.output], dtype=np.float32)
 
 
 Arrays = dict[str, npt.NDArray[np.int64]]

@@ -62,21 +62,26 @@ class Tokens:
 class TextTokenizer:
     """Counts, truncates and pads with a Hugging Face fast tokenizer's Rust backend."""
 
-    def __init__(self, hf_tokenizer: Any, max_length: int) -> None:
-        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    def __init__(self, hf_tokenizer: Any, max_length: int, *, special_tokens: bool = True) -> None:
+        """``hf_tokenizer``: a transformers fast tokenizer or a ``tokenizers.Tokenizer``;
+        ``special_tokens``: False for models that read the text's tokens alone (static embeddings)."""
+        backend = (
+            hf_tokenizer if isinstance(hf_tokenizer, Tokenizer) else getattr(hf_tokenizer, "backend_tokenizer", None)
+        )
         if not isinstance(backend, Tokenizer):
             raise ValueError("the model's tokenizer is not a fast (Rust) tokenizer; embedserve needs one")
         self.hf = hf_tokenizer
         self.max_length = max_length
+        self.special_tokens = special_tokens
         self._raw = Tokenizer.from_str(backend.to_str())
         self._raw.no_truncation()
         self._raw.no_padding()
         self._cut = {side: self._truncating(backend, max_length, side) for side in ("right", "left")}
-        pad_id = hf_tokenizer.pad_token_id
+        pad_id = getattr(hf_tokenizer, "pad_token_id", None)
         self.pad_id = int(pad_id if pad_id is not None else 0)
         self.pad_left = getattr(hf_tokenizer, "padding_side", "right") == "left"
-        self._special_single = int(self._raw.num_special_tokens_to_add(False))
-        self._special_pair = int(self._raw.num_special_tokens_to_add(True))
+        self._special_single = int(self._raw.num_special_tokens_to_add(False)) if special_tokens else 0
+        self._special_pair = int(self._raw.num_special_tokens_to_add(True)) if special_tokens else 0
 
     @staticmethod
     def _truncating(backend: Tokenizer, max_length: int, side: str) -> Tokenizer:
@@ -96,7 +101,7 @@ class TextTokenizer:
             original = len(raw.ids) + self._special_single
             if len(raw.ids) > budget:
                 raw.truncate(budget, direction=side)
-            done = self._raw.post_process(raw)
+            done = self._raw.post_process(raw) if self.special_tokens else raw
             out.append(Tokens(done.ids, done.type_ids, original, group))
         return out
 

@@ -1,0 +1,142 @@
+"""The threads that tokenize, shared by every model: fair, bounded, and within each request's deadline.
+
+A request's tokenization is one or more jobs (:meth:`ModelHandle.tokenize_texts` cuts a long
+list of texts into jobs of about ``CHUNK_CHARS`` characters, run one after another). Waiting jobs
+are taken in order of the time each would finish if it ran alone from when it was queued
+(``queued + characters / RATE``), so a short request queued behind a long one's job goes first,
+and a long one still goes once nothing shorter has come for a while: no request holds the
+tokenizer for everyone, and none waits forever.
+
+Bounded: the characters of the requests admitted and not yet tokenized are capped; past the cap a
+request is refused at once with :class:`Overloaded` (429), as a full model queue is. A job whose
+request's deadline passes while it waits is dropped and the request answered with
+:class:`DeadlineExceeded` (503) at its deadline; one whose request was cancelled (client gone,
+shutdown) is dropped too. The threads are daemons: a job still running never holds up the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from embedserve.errors import DeadlineExceeded, Overloaded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RATE = 1_000_000  # characters a second a tokenizer thread gets through, about: only orders the jobs
+CHUNK_CHARS = 64 * 1024  # characters of one job of a long request: the longest a short request waits for its turn
+
+
+@dataclass(order=True)
+class _Job:
+    priority: float
+    seq: int
+    fn: Callable[[], Any] = field(compare=False)
+    future: Future[Any] = field(compare=False)
+
+
+class TokenizerPool:
+    """``threads`` daemon threads; at most ``max_pending_chars`` characters admitted at a time."""
+
+    def __init__(self, threads: int = 1, max_pending_chars: int = 64 * 1024 * 1024) -> None:
+        self.max_pending_chars = max_pending_chars
+        self.pending_chars = 0
+        self._heap: list[_Job] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"tokenize-{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    @contextlib.contextmanager
+    def admit(self, chars: int, model_id: str) -> Iterator[None]:
+        """Count a request's characters as pending for the block; :class:`Overloaded` past the cap
+        (a request alone is always admitted: the request limits bound it)."""
+        with self._cond:
+            if self.pending_chars and self.pending_chars + chars > self.max_pending_chars:
+                raise Overloaded(
+                    f"the tokenizer is busy ({self.pending_chars} characters waiting; model '{model_id}'); "
+                    "retry shortly (EMBEDSERVE_TOKENIZER_QUEUE_CHARS)"
+                )
+            self.pending_chars += chars
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.pending_chars -= chars
+
+    async def run(self, fn: Callable[[], T], chars: int, deadline: float | None, model_id: str) -> T:
+        """``fn``'s result, computed on a tokenizer thread when its turn comes; within ``deadline``
+        (``time.monotonic()``), else :class:`DeadlineExceeded`."""
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise _expired(model_id)
+        future: Future[T] = Future()
+        job = _Job(now + chars / RATE, next(self._seq), fn, future)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the tokenizer pool is closed")
+            heapq.heappush(self._heap, job)
+            self._cond.notify()
+        waiting = asyncio.wrap_future(future)
+        try:
+            if deadline is None:
+                return await waiting
+            return await asyncio.wait_for(waiting, deadline - now)
+        except TimeoutError:
+            raise _expired(model_id) from None
+        finally:
+            future.cancel()  # a job not yet started is skipped (no-op once done)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = heapq.heappop(self._heap)
+            if not job.future.set_running_or_notify_cancel():
+                continue  # its request gave up (deadline, client gone, shutdown)
+            try:
+                job.future.set_result(job.fn())
+            except BaseException as exc:
+                job.future.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel the waiting jobs and let the threads end (without waiting for a running job)."""
+        with self._cond:
+            self._closed = True
+            for job in self._heap:
+                job.future.cancel()
+            self._heap.clear()
+            self._cond.notify_all()
+
+
+def _expired(model_id: str) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the request's deadline passed while it waited to be tokenized for model '{model_id}' "
+        "(EMBEDSERVE_REQUEST_TIMEOUT)"
+    )
+
+
+def chunks(texts: list[str], chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
+    """``texts`` in consecutive runs of about ``chars`` characters (at least one text each)."""
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        if i > start and size + len(text) > chars:
+            yield texts[start:i]
+            start, size = i, 0
+        size += len(text)
+    if start < len(texts):
+        yield texts[start:]
