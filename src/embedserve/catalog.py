@@ -6,10 +6,12 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
       <id>:
         name: <hub id> | <local path> | package:<python package>[/<subdir>]
         type: embeddings | sparse-embeddings | multi-vector | rerank
-        engine: sentence-transformers | bge-m3 | cross-encoder | similarity | late-interaction
+        engine: sentence-transformers | bge-m3 | cross-encoder | similarity | late-interaction | fusion
                 | fake (tests: no model, hashed vectors)
                                       # bge-m3 (types embeddings, sparse-embeddings, multi-vector): one
                                       # loaded copy serves all three (docs/multi-vector.md)
+        fuse: {dense: <id>, sparse: <id>, sparse_weight: 0.1}  # engine fusion only (and then no name):
+                                      # scores with these catalogue models, sharing them (fusion.py)
         device: auto | cpu | cuda | cuda:N | mps
         backend: torch                # torch | onnx | openvino: what runs the forward pass
                                       # (docs/engines.md); onnx/openvino export on first load, CPU only
@@ -89,7 +91,7 @@ ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's defau
     "embeddings": ("sentence-transformers", "bge-m3", "fake"),
     "sparse-embeddings": ("sentence-transformers", "bge-m3", "fake"),
     "multi-vector": ("sentence-transformers", "bge-m3"),
-    "rerank": ("cross-encoder", "similarity", "late-interaction", "fake"),
+    "rerank": ("cross-encoder", "similarity", "late-interaction", "fusion", "fake"),
 }
 # Engines whose one loaded copy serves several types (the entry's ``type`` is the one it is the
 # default for); any other engine serves its entry's type alone.
@@ -102,6 +104,10 @@ TORCH_ONLY: dict[tuple[str, str], str] = {
     ("multi-vector", "sentence-transformers"): "a MultiVectorEncoder (ColBERT) model",
     ("rerank", "late-interaction"): "the late-interaction reranker",
 }
+FUSION = "fusion"
+"""The rerank engine that runs no model of its own: it scores with two other catalogue models."""
+# what an entry of engine fusion may set besides its type: the rest belongs to the models it uses
+FUSION_FIELDS = frozenset({"type", "engine", "fuse", "max_inputs", "description", "default", "preload"})
 PACKAGE_PREFIX = "package:"
 
 
@@ -133,6 +139,16 @@ class AutoscalingSpec(BaseModel):
         return self
 
 
+class FuseSpec(BaseModel):
+    """What a reranker of engine ``fusion`` scores with: the catalogue ids of a dense and a sparse model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dense: str = Field(min_length=1)
+    sparse: str = Field(min_length=1)
+    sparse_weight: float = Field(default=0.1, ge=0, le=1000)  # w in fusion.py (its DEFAULT_SPARSE_WEIGHT)
+
+
 class RaySpec(BaseModel):
     """How ``embedserve serve --ray`` deploys one model: its replicas and what each asks of the cluster.
     The defaults fit the three default models and the ingress on a 2-core machine."""
@@ -158,9 +174,10 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
+    name: str = ""  # required, except for engine fusion (which names its models in ``fuse``)
     type: ModelType
     engine: str | None = None
+    fuse: FuseSpec | None = None
     device: str = "auto"
     backend: Backend = "torch"
     quantize: Quantize = "none"
@@ -190,6 +207,12 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"engine: '{self.engine}' is not allowed for type {self.type}; allowed: {', '.join(allowed)}"
             )
+        if self.engine == FUSION:
+            self._check_fusion()
+        elif not self.name:
+            raise ValueError("field 'name' is required")
+        elif self.fuse is not None:
+            raise ValueError("fuse: applies to engine fusion only")
         # default_prompt may name one of the model's own prompts: checked when the model loads
         if self.dimensions is not None and self.type != "embeddings" and self.engine != "similarity":
             raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
@@ -216,6 +239,22 @@ class ModelSpec(BaseModel):
             raise ValueError(f"streams: {self.streams} exceeds threads: {self.threads}; each stream needs a thread")
         return self
 
+    def _check_fusion(self) -> None:
+        if self.fuse is None:
+            raise ValueError("engine fusion needs fuse: {dense: <catalogue id>, sparse: <catalogue id>}")
+        extra = sorted(set(self.model_fields_set) - FUSION_FIELDS)
+        if extra:
+            raise ValueError(
+                f"engine fusion runs no model of its own: {', '.join(extra)} belong(s) on the models it fuses "
+                f"({self.fuse.dense}, {self.fuse.sparse})"
+            )
+        object.__setattr__(self, "name", f"{self.fuse.dense} + {self.fuse.sparse}")
+
+    @property
+    def is_fusion(self) -> bool:
+        """A reranker that scores with other catalogue models and loads none of its own."""
+        return self.engine == FUSION
+
     @property
     def engine_name(self) -> str:
         assert self.engine is not None  # set by the validator
@@ -231,11 +270,11 @@ class ModelSpec(BaseModel):
 class Source:
     """Where a model's weights come from."""
 
-    kind: Literal["package", "path", "hub"]
+    kind: Literal["package", "path", "hub", "catalog"]
     location: str  # what loaders get: a directory for package/path, the hub id otherwise
 
     def describe(self) -> str:
-        return {"package": "package", "path": "local path", "hub": "hub id"}[self.kind]
+        return {"package": "package", "path": "local path", "hub": "hub id", "catalog": "catalogue models"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -313,6 +352,7 @@ def _format_error(model_id: str, error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         nested: dict[tuple[str, ...], type[BaseModel]] = {
             ("batching",): BatchingSpec,
+            ("fuse",): FuseSpec,
             ("ray",): RaySpec,
             ("ray", "autoscaling"): AutoscalingSpec,
         }
@@ -366,7 +406,9 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
             spec = ModelSpec.model_validate(raw)
         except ValidationError as exc:
             raise CatalogError(where + _format_error(model_id, dict(exc.errors()[0]))) from None
-        if check_sources:
+        if spec.is_fusion:
+            source = Source("catalog", spec.name)
+        elif check_sources:
             try:
                 source = resolve_source(spec.name, base_dir)
             except ValueError as exc:
@@ -374,6 +416,8 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
         else:
             source = Source("hub", spec.name)
         entries[model_id] = CatalogEntry(model_id, spec, source)
+    for entry in entries.values():
+        _check_fused_models(entry, entries, where)
     for model_type in MODEL_TYPES:
         marked = [e.id for e in entries.values() if e.spec.type == model_type and e.spec.default]
         if len(marked) > 1:
@@ -382,6 +426,22 @@ def parse_catalog(data: Any, base_dir: Path, *, path: Path | None = None, check_
                 f"{model_type} can be the default"
             )
     return Catalog(path, entries)
+
+
+def _check_fused_models(entry: CatalogEntry, entries: dict[str, CatalogEntry], where: str) -> None:
+    """A fusion reranker's ``fuse`` must name a model of the right type each."""
+    fuse = entry.spec.fuse
+    if fuse is None:
+        return
+    for role, model_id, wanted in (("dense", fuse.dense, "embeddings"), ("sparse", fuse.sparse, "sparse-embeddings")):
+        found = entries.get(model_id)
+        same = [e.id for e in entries.values() if e.spec.type == wanted]
+        if found is None or found.spec.type != wanted:
+            what = "is not in the catalogue" if found is None else f"is of type {found.spec.type}"
+            raise CatalogError(
+                f"{where}model '{entry.id}': field 'fuse.{role}': '{model_id}' {what}; "
+                f"name a model of type {wanted}: {', '.join(same) or '(none in the catalogue)'}"
+            )
 
 
 def load_catalog(path: Path, *, check_sources: bool = True) -> Catalog:

@@ -183,7 +183,7 @@ def _models(catalog: Catalog) -> int:
         spec = entry.spec
         directory: Path | None = None
         try:
-            source = resolve_source(spec.name, base)
+            source = entry.source if spec.is_fusion else resolve_source(spec.name, base)
             kind, status = source.describe(), "yes"
             if source.kind == "hub":
                 directory = _hub_cached(source.location, spec.revision)
@@ -217,7 +217,14 @@ def _export(catalog: Catalog, wanted: list[str], settings: Settings) -> int:
     unknown = [m for m in wanted if m not in catalog.entries]
     if unknown:
         return _fail(f"unknown model(s): {', '.join(unknown)}; the catalogue has: {', '.join(catalog.ids())}")
-    entries = [catalog.entries[m] for m in wanted] or [e for e in catalog.entries.values() if e.spec.backend != "torch"]
+    fused = [m for m in wanted if catalog.entries[m].spec.is_fusion]
+    if fused:
+        return _fail(
+            f"model(s) {', '.join(fused)} (engine fusion) load no model of their own: export the models they fuse"
+        )
+    entries = [catalog.entries[m] for m in wanted] or [
+        e for e in catalog.entries.values() if e.spec.backend != "torch" and not e.spec.is_fusion
+    ]
     torch_only = [e.id for e in entries if e.spec.backend == "torch"]
     if torch_only:
         return _fail(f"model(s) {', '.join(torch_only)} use backend torch: nothing to export")

@@ -348,6 +348,115 @@ def describe(
     }
 
 
+class FusionHandle:
+    """A reranker of engine ``fusion``: it loads nothing and scores with the handles of the
+    catalogue's dense and sparse models named in its ``fuse`` (their weights, batch queues and
+    exports are shared, Ray deployments included; see ``tasks.rerank`` and ``fusion``).
+
+    It is ready when both are; loading it loads them. Unloading it only refuses its own requests
+    (503) until it is loaded again: the two models go on serving their own routes.
+    """
+
+    def __init__(self, entry: CatalogEntry, dense: ModelHandle | None, sparse: ModelHandle | None) -> None:
+        self.entry = entry
+        self.id = entry.id
+        self._dense, self._sparse = dense, sparse
+        self._unloaded = False
+        self.load_seconds: float | None = None
+
+    @property
+    def dense(self) -> ModelHandle:
+        assert self._dense is not None, "set by the registry"
+        return self._dense
+
+    @dense.setter
+    def dense(self, handle: ModelHandle) -> None:
+        self._dense = handle
+
+    @property
+    def sparse(self) -> ModelHandle:
+        assert self._sparse is not None, "set by the registry"
+        return self._sparse
+
+    @sparse.setter
+    def sparse(self, handle: ModelHandle) -> None:
+        self._sparse = handle
+
+    @property
+    def state(self) -> ModelState:
+        """Derived from the two models' states (and this handle's own unload)."""
+        if self._unloaded:
+            return ModelState.UNLOADED
+        states = {self.dense.state, self.sparse.state}
+        for state in (ModelState.FAILED, ModelState.LOADING, ModelState.UNLOADED, ModelState.NOT_LOADED):
+            if state in states:
+                return state
+        return ModelState.READY
+
+    @state.setter
+    def state(self, value: ModelState) -> None:
+        pass  # the protocol's attribute: this one's state is its models'
+
+    @property
+    def error(self) -> str | None:
+        failed = [h for h in (self.dense, self.sparse) if h.state is ModelState.FAILED]
+        return "; ".join(f"model '{h.id}' failed to load: {h.error}" for h in failed) or None
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        pass
+
+    @property
+    def queue_depth(self) -> int:
+        return 0  # its inputs queue at its two models
+
+    async def load(self, *, settle: bool = True) -> None:
+        self._unloaded = False
+        await asyncio.gather(self.dense.load(settle=settle), self.sparse.load(settle=settle))
+
+    async def unload(self) -> None:
+        self._unloaded = True
+        log.info("model %s: unloaded (its models %s and %s stay loaded)", self.id, self.dense.id, self.sparse.id)
+
+    async def ready_engine(self) -> Engine:
+        """The dense model's engine (its tokenizer serves this id's tokenize and decode), once
+        both models are ready; 503 while this handle is unloaded or either model failed."""
+        if self._unloaded:
+            raise ModelUnavailable(
+                f"model '{self.id}' is unloaded; load it with POST /api/v1/models/{self.id}/load", param="model"
+            )
+        engine, _ = await asyncio.gather(self.dense.ready_engine(), self.sparse.ready_engine())
+        return engine
+
+    def settings(self, engine: Engine | None = None) -> ModelSettings:
+        return merge(self.entry.spec, None)
+
+    async def model_settings(self) -> ModelSettings:
+        return self.settings()
+
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+        raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
+
+    async def tokenize_texts(
+        self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
+    ) -> list[T]:
+        raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
+
+    async def submit(self, units: Sequence[Tokens]) -> list[Any]:
+        raise RuntimeError(f"model '{self.id}' computes through its dense and sparse models. This is a bug.")
+
+    def info(self) -> dict[str, Any]:
+        info = describe(self.entry, self.state, self.error)
+        dense = self.dense.info()
+        for key in ("device", "max_length", "backend", "quantize"):
+            info[key] = dense.get(key)
+        info["fuse"] = self.entry.spec.fuse.model_dump() if self.entry.spec.fuse else None
+        return info
+
+    async def close(self) -> None:
+        pass  # its models close themselves
+
+
 class Registry:
     """All catalogue models by id; lookup by id and task, start-up preload, shutdown."""
 
@@ -376,7 +485,14 @@ class Registry:
             return LocalModelHandle(entry, factory, self._tokenizer_pool, self.device_gate, observed)
 
         make = handles or local
-        self.models: dict[str, ModelHandle] = {e.id: make(e) for e in catalog.entries.values()}
+        self.models: dict[str, ModelHandle] = {}
+        for entry in catalog.entries.values():  # in catalogue order; a fusion reranker after its models
+            fuse = entry.spec.fuse
+            self.models[entry.id] = make(entry) if fuse is None else FusionHandle(entry, None, None)
+        for handle in self.models.values():
+            if isinstance(handle, FusionHandle) and handle.entry.spec.fuse is not None:
+                handle.dense = self.models[handle.entry.spec.fuse.dense]
+                handle.sparse = self.models[handle.entry.spec.fuse.sparse]
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None

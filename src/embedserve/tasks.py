@@ -10,19 +10,20 @@ go to the batcher), awaits the model's batcher, and post-processes the arrays. D
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from embedserve import fusion
 from embedserve.catalog import ModelSpec
 from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
-from embedserve.model_settings import similarity_scores
+from embedserve.model_settings import PURPOSE_PROMPTS, similarity_scores
 from embedserve.quantization import Precision, normalize, quantize, unit_ranges
-from embedserve.registry import ModelHandle
+from embedserve.registry import FusionHandle, ModelHandle, ModelState
 from embedserve.settings import Settings
 
 _SETTINGS = Settings.model_fields  # the defaults below are the settings' own
@@ -192,6 +193,7 @@ class SparseOptions:
     return_tokens: bool = False  # also the vocabulary token of each index
     truncate: bool = True
     truncation_direction: Side = "right"
+    max_tokens: int | None = None  # a lower token cap than the model's max_length
 
 
 async def embed_sparse(
@@ -208,12 +210,13 @@ async def embed_sparse(
     resolved = settings.resolve(options.prompt, None if side_only else name)
     task = name or settings.default_prompt
     check_prefixed(texts, resolved, limits, param)
+    limit = min(engine.max_length, options.max_tokens or engine.max_length)
     units = await handle.tokenize_texts(
         texts,
-        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, task=task),
+        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, limit, task=task),
         len(resolved or ""),
     )
-    tokens = used_tokens(units, engine.max_length, options.truncate, _item(param), handle.id)
+    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
     vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
     terms = None
     if options.return_tokens:
@@ -259,6 +262,10 @@ async def rerank(
     check_text(query, limits, "query")
     check_texts(documents, limits, spec, param, maximum=min(limits.max_documents, limits.max_inputs))
     check_prefixed(documents, query, limits, param, "query")
+    if isinstance(handle, FusionHandle):
+        fused = await _fused_scores(handle, query, documents, options, limits, param)
+        order = sorted(range(len(documents)), key=lambda i: -float(fused.scores[i]))
+        return replace(fused, order=order[: options.top_n] if options.top_n else order)
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
@@ -277,6 +284,47 @@ async def rerank(
     scores = await asyncio.to_thread(engine.scores, outputs, n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
+
+
+async def _fused_scores(
+    handle: FusionHandle, query: str, documents: Sequence[str], options: RerankOptions, limits: Limits, param: str
+) -> RerankResult:
+    """Engine ``fusion``: the query and the documents embedded by its dense and sparse models
+    (each side with the model's prompt for that purpose, if it has one), scored by ``fusion``.
+    The four requests go to the two models' batchers together; the order is left to the caller."""
+    if handle.state is ModelState.UNLOADED:
+        await handle.ready_engine()  # 503, naming this model
+    dense, sparse, fuse = handle.dense, handle.sparse, handle.entry.spec.fuse
+    assert fuse is not None  # the catalogue requires it for engine fusion
+    dense_prompts, sparse_prompts = await asyncio.gather(dense.model_settings(), sparse.model_settings())
+    cut, side = options.truncate, options.truncation_direction
+
+    def dense_side(purpose: str, cap: int | None) -> EmbedOptions:
+        name = dense_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
+        return EmbedOptions(normalize=True, prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap)
+
+    def sparse_side(texts: Sequence[str], purpose: str, cap: int | None, where: str) -> Awaitable[SparseResult]:
+        name = sparse_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
+        return embed_sparse(
+            sparse,
+            texts,
+            SparseOptions(prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap),
+            limits,
+            where,
+        )
+
+    per_doc = options.max_tokens_per_doc
+    q_dense, d_dense, q_sparse, d_sparse = await asyncio.gather(
+        embed(dense, [query], dense_side("query", None), limits, "query"),
+        embed(dense, documents, dense_side("document", per_doc), limits, param),
+        sparse_side([query], "query", None, "query"),
+        sparse_side(documents, "document", per_doc, param),
+    )
+    scores = fusion.fused_scores(
+        q_dense.embeddings[0], d_dense.embeddings, q_sparse.vectors[0], d_sparse.vectors, fuse.sparse_weight
+    )
+    tokens = q_dense.tokens + d_dense.tokens + q_sparse.tokens + d_sparse.tokens
+    return RerankResult([], scores, tokens)
 
 
 async def embed_types(

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 
 DENSE = "all-minilm-l6-v2"
 SPARSE = "splade-tiny"
-RERANK = "all-minilm-l6-v2-rerank"
+RERANK = "hybrid-rerank"
 # two paraphrases, then two texts unrelated to them
 DENSE_TEXTS = [
     "A man is playing a guitar.",

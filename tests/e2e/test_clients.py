@@ -18,7 +18,7 @@ from helpers.server import Server
 
 DENSE = "all-minilm-l6-v2"
 SPARSE = "splade-tiny"
-RERANK = "all-minilm-l6-v2-rerank"
+RERANK = "hybrid-rerank"
 TEXTS = ["A man is playing a guitar.", "The stock market fell sharply today.", "hello"]
 QUERY = "What causes heart attacks?"
 DOCS = ["The weather is sunny.", "Heart attacks are caused by blocked arteries.", "Stocks fell.", "Blood pressure."]

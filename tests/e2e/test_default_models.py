@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer, SparseEncoder
 
 DENSE = "all-minilm-l6-v2"
 SPARSE = "splade-tiny"
-RERANK = "all-minilm-l6-v2-rerank"
+RERANK = "hybrid-rerank"
 MODEL_IDS = {DENSE, SPARSE, RERANK}
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
@@ -193,6 +193,71 @@ def test_rerank_puts_the_relevant_document_first(client: httpx.Client) -> None:
     assert sorted(r["index"] for r in results) == list(range(len(DOCUMENTS)))
     for r in results:
         assert r["document"] == {"text": DOCUMENTS[r["index"]]}
+
+
+# Four documents about the query, at different distances, so that the order means something.
+FUSION_QUERY = "What causes heart attacks?"
+FUSION_DOCUMENTS = [
+    "A heart attack happens when a clot blocks a coronary artery and the heart muscle loses its blood supply.",
+    "Smoking, high blood pressure and high cholesterol raise the risk of coronary heart disease.",
+    "The heart pumps blood through the body.",
+    "Attack of the clones is a film.",
+    "Cats sleep for most of the day.",
+]
+
+
+def _fused(q_dense: np.ndarray, d_dense: np.ndarray, q_sparse: np.ndarray, d_sparse: np.ndarray) -> np.ndarray:
+    """The default reranker's formula (docs/reranking.md), written out on dense arrays:
+    cosine of the dense vectors + 0.1 x sparse dot product / the query's sparse norm."""
+    cosine = d_dense @ q_dense / (np.linalg.norm(d_dense, axis=1) * np.linalg.norm(q_dense))
+    return np.asarray(cosine + 0.1 * (d_sparse @ q_sparse) / np.linalg.norm(q_sparse))
+
+
+def _served_sparse(client: httpx.Client, texts: list[str]) -> np.ndarray:
+    response = client.post("/api/v1/embed_sparse", json={"model": SPARSE, "input": texts})
+    assert response.status_code == 200, response.text
+    rows = np.zeros((len(texts), 30522))
+    for row, item in zip(rows, response.json()["data"], strict=True):
+        row[item["indices"]] = item["values"]
+    return rows
+
+
+def test_rerank_scores_are_the_fusion_of_the_served_dense_and_sparse_vectors(client: httpx.Client) -> None:
+    response = client.post(
+        "/api/v1/rerank", json={"model": RERANK, "query": FUSION_QUERY, "documents": FUSION_DOCUMENTS}
+    )
+    assert response.status_code == 200, response.text
+    served = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+    dense = _embed(client, [FUSION_QUERY, *FUSION_DOCUMENTS])
+    sparse = _served_sparse(client, [FUSION_QUERY, *FUSION_DOCUMENTS])
+    expected = _fused(dense[0], dense[1:], sparse[0], sparse[1:])
+    np.testing.assert_allclose([served[i] for i in range(len(FUSION_DOCUMENTS))], expected, rtol=1e-5, atol=1e-5)
+    assert [r["index"] for r in response.json()["results"]] == list(np.argsort(-expected, kind="stable"))
+
+
+def test_rerank_order_equals_the_formula_on_the_libraries_vectors(
+    client: httpx.Client, dense_library: SentenceTransformer, sparse_library: SparseEncoder
+) -> None:
+    """The same formula on the libraries' own fp32 vectors: the same order, scores within int8's reach."""
+    response = client.post(
+        "/api/v1/rerank", json={"model": RERANK, "query": FUSION_QUERY, "documents": FUSION_DOCUMENTS}
+    )
+    assert response.status_code == 200, response.text
+    texts = [FUSION_QUERY, *FUSION_DOCUMENTS]
+    dense = dense_library.encode(texts).astype(np.float64)
+    sparse = sparse_library.encode(texts).to_dense().cpu().numpy().astype(np.float64)
+    expected = _fused(dense[0], dense[1:], sparse[0], sparse[1:])
+    assert [r["index"] for r in response.json()["results"]] == list(np.argsort(-expected, kind="stable"))
+    served = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+    tolerance = 0.05 if is_int8(DENSE) or is_int8(SPARSE) else 1e-4
+    np.testing.assert_allclose([served[i] for i in range(len(texts) - 1)], expected, atol=tolerance)
+
+
+def test_rerank_listing_names_the_fused_models(client: httpx.Client) -> None:
+    info = client.get(f"/api/v1/models/{RERANK}").json()
+    assert (info["engine"], info["source"], info["name"]) == ("fusion", "catalog", f"{DENSE} + {SPARSE}")
+    assert info["fuse"] == {"dense": DENSE, "sparse": SPARSE, "sparse_weight": 0.1}
+    assert "Not a cross-encoder" in info["description"]
 
 
 def test_rerank_top_n(client: httpx.Client) -> None:

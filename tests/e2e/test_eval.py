@@ -78,7 +78,7 @@ def _ndcg(runs: list[list[str]], result: EvalResult, qrels: dict[str, dict[str, 
 def test_runs_every_method_on_the_embedded_database(result: EvalResult) -> None:
     assert (result.documents, result.queries) == (200, 25)
     assert result.database.startswith("embedded PostgreSQL 18") and "pgvector 0.8" in result.database
-    assert result.models == {"dense": "all-minilm-l6-v2", "sparse": "splade-tiny", "rerank": "all-minilm-l6-v2-rerank"}
+    assert result.models == {"dense": "all-minilm-l6-v2", "sparse": "splade-tiny", "rerank": "hybrid-rerank"}
     assert (result.dense_dimension, result.sparse_dimension) == (384, 30522)
     for method, scores in result.metrics.items():
         assert 50 < scores["ndcg@10"] <= 100, (method, scores)

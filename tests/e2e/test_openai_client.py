@@ -12,7 +12,7 @@ from openai import AsyncOpenAI, OpenAI
 
 MODEL = "all-minilm-l6-v2"
 TEXTS = ["A man is playing a guitar.", "The stock market fell sharply today.", "hello"]
-MODEL_IDS = {"all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"}
+MODEL_IDS = {"all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"}
 
 
 @pytest.fixture(scope="module", params=["/v1", "/api/v1"])

@@ -9,6 +9,9 @@ from helpers.server import ROOT
 from embedserve.catalog import load_catalog, parse_catalog, resolve_source
 from embedserve.errors import CatalogError
 
+FUSED = {"d": {"name": "a/b", "type": "embeddings"}, "s": {"name": "a/c", "type": "sparse-embeddings"}}
+FUSION = {"type": "rerank", "engine": "fusion", "fuse": {"dense": "d", "sparse": "s"}}
+
 
 def _parse(models: dict[str, Any], tmp_path: Path | None = None) -> Any:
     return parse_catalog({"models": models}, tmp_path or ROOT)
@@ -16,13 +19,19 @@ def _parse(models: dict[str, Any], tmp_path: Path | None = None) -> Any:
 
 def test_default_catalog_resolves_packages_offline() -> None:
     catalog = load_catalog(ROOT / "models.yaml")
-    assert catalog.ids() == ["all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"]
+    assert catalog.ids() == ["all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"]
     for entry in catalog.entries.values():
+        if entry.spec.is_fusion:
+            continue
         assert entry.source.kind == "package"
         assert Path(entry.source.location).is_dir()
         assert "/" not in entry.spec.name.removeprefix("package:")  # no machine paths
-    assert catalog.entries["all-minilm-l6-v2-rerank"].spec.engine == "similarity"
-    assert "not a" in (catalog.entries["all-minilm-l6-v2-rerank"].spec.description or "")
+    rerank = catalog.entries["hybrid-rerank"]
+    assert rerank.spec.engine == "fusion" and rerank.source.kind == "catalog"
+    assert rerank.spec.fuse is not None
+    assert (rerank.spec.fuse.dense, rerank.spec.fuse.sparse) == ("all-minilm-l6-v2", "splade-tiny")
+    assert rerank.spec.name == "all-minilm-l6-v2 + splade-tiny"
+    assert "Not a cross-encoder" in (rerank.spec.description or "")
 
 
 def test_hub_catalog_validates_without_loading() -> None:
@@ -118,6 +127,25 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
             "model 'm': streams: 4 exceeds threads: 2; each stream needs a thread",
         ),
         ({}, "'models' is empty"),
+        (
+            {"r": {"type": "rerank", "engine": "fusion"}},
+            "model 'r': engine fusion needs fuse: {dense: <catalogue id>, sparse: <catalogue id>}",
+        ),
+        (
+            {**FUSED, "r": {**FUSION, "backend": "onnx"}},
+            "model 'r': engine fusion runs no model of its own: backend belong(s) on the models it fuses (d, s)",
+        ),
+        (
+            {**FUSED, "r": {**FUSION, "fuse": {"dense": "s", "sparse": "s"}}},
+            "model 'r': field 'fuse.dense': 's' is of type sparse-embeddings; name a model of type embeddings: d",
+        ),
+        (
+            {**FUSED, "r": {**FUSION, "fuse": {"dense": "d", "sparse": "gone"}}},
+            "model 'r': field 'fuse.sparse': 'gone' is not in the catalogue; name a model of type sparse-embeddings: s",
+        ),
+        ({**FUSED, "r": {**FUSION, "fuse": {"dense": "d"}}}, "model 'r': field 'sparse' is required"),
+        ({**FUSED, "r": {**FUSION, "fuse": {"dense": "d", "sparse": "s", "w": 1}}}, "unknown field 'fuse.w'"),
+        ({"m": {"name": "a/b", "type": "rerank", "fuse": {"dense": "d", "sparse": "s"}}}, "fuse: applies to engine"),
     ],
 )
 def test_bad_entries_name_id_field_and_choices(models: dict[str, Any], expected: str) -> None:
@@ -174,3 +202,11 @@ def test_at_most_one_default_per_type() -> None:
         parse_catalog({"models": {"d1": dense, "d2": dense}}, ROOT, check_sources=False)
     both = {"d": dense, "r": {"name": "a/b", "type": "rerank", "default": True}}
     assert parse_catalog({"models": both}, ROOT, check_sources=False).default_id("rerank") == "r"
+
+
+def test_fusion_reranker_names_its_models_and_loads_none() -> None:
+    catalog = parse_catalog({"models": {**FUSED, "r": {**FUSION, "description": "x"}}}, ROOT, check_sources=False)
+    entry = catalog.entries["r"]
+    assert entry.spec.is_fusion and not catalog.entries["d"].spec.is_fusion
+    assert (entry.source.kind, entry.spec.name) == ("catalog", "d + s")
+    assert entry.spec.fuse is not None and entry.spec.fuse.sparse_weight == 0.1

@@ -22,14 +22,16 @@ def test_models_table_says_what_resolves(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:5] == ["ID", "TYPE", "FAMILY", "ENGINE", "BACKEND"]
     rows = {line.split()[0]: line for line in out[1:]}
-    assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"}
+    assert set(rows) == {"all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"}
     families = {model: row.split()[2] for model, row in rows.items()}
     assert families == {
         "all-minilm-l6-v2": "dense/bert",
         "splade-tiny": "sparse/bert",
-        "all-minilm-l6-v2-rerank": "dense/bert",
+        "hybrid-rerank": "rerank/unknown",  # engine fusion: no model of its own
     }
-    assert "similarity" in rows["all-minilm-l6-v2-rerank"] and " yes " in rows["splade-tiny"]
+    assert " yes " in rows["splade-tiny"]
+    assert rows["hybrid-rerank"].split()[3] == "fusion"
+    assert "catalogue models" in rows["hybrid-rerank"] and " yes " in rows["hybrid-rerank"]
 
 
 def test_models_reports_unresolvable_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

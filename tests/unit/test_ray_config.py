@@ -86,8 +86,7 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
         INGRESS_NAME,
         "all-minilm-l6-v2",
         "splade-tiny",
-        "all-minilm-l6-v2-rerank",
-    ]
+    ]  # hybrid-rerank (engine fusion) runs in the ingress, on these two
     assert schema.http_options.host == "0.0.0.0" and schema.http_options.port == 8000
 
 
@@ -104,7 +103,7 @@ def test_builder_makes_one_deployment_per_model() -> None:
     ingress = app._bound_deployment  # the app's root: the HTTP ingress
     assert ingress.name == INGRESS_NAME
     models = ingress.init_args[1]
-    assert sorted(models) == ["all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "splade-tiny"]
+    assert sorted(models) == ["all-minilm-l6-v2", "splade-tiny"]  # no replica for the fusion reranker
     dense = models["all-minilm-l6-v2"]._bound_deployment
     assert dense.name == "all-minilm-l6-v2"
     assert dense.max_ongoing_requests == 128 and dense.ray_actor_options["num_cpus"] == 0.5

@@ -35,6 +35,7 @@ from embedserve.deploy.ray_config import (
     INGRESS_OPTIONS,
     app_args,
     cpus_needed,
+    deployed,
     deployment_options,
     torch_threads,
 )
@@ -169,7 +170,7 @@ def build(args: dict[str, Any]) -> Application:
     model = serve.deployment(ModelReplica)
     models = {
         e.id: model.options(name=e.id, **deployment_options(e.spec.ray)).bind(e.id, passed)  # type: ignore[attr-defined]
-        for e in catalog.entries.values()
+        for e in deployed(catalog)
     }
     ingress = serve.deployment(serve.ingress()(HTTPIngress))
     app: Application = ingress.options(name=INGRESS_NAME, **INGRESS_OPTIONS).bind(passed, models)  # type: ignore[attr-defined]

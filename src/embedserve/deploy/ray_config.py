@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from embedserve.catalog import Catalog, RaySpec
+from embedserve.catalog import Catalog, CatalogEntry, RaySpec
 from embedserve.settings import Settings
 
 APP_NAME = "embedserve"
@@ -49,10 +49,16 @@ def deployment_options(spec: RaySpec) -> dict[str, Any]:
     return options
 
 
+def deployed(catalog: Catalog) -> list[CatalogEntry]:
+    """The models with a deployment of their own: all but rerankers of engine fusion, which the
+    ingress computes from the deployments of the models they fuse."""
+    return [e for e in catalog.entries.values() if not e.spec.is_fusion]
+
+
 def cpus_needed(catalog: Catalog) -> float:
     """CPUs the ingress and every model's first replicas (replicas, or min_replicas) ask for."""
     total = float(INGRESS_OPTIONS["ray_actor_options"]["num_cpus"])
-    for entry in catalog.entries.values():
+    for entry in deployed(catalog):
         spec = entry.spec.ray
         replicas = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
         total += spec.num_cpus * replicas
@@ -76,7 +82,7 @@ def app_args(settings: Settings, *, secrets: bool = True) -> dict[str, Any]:
 def serve_config(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     """A Serve config (``serve deploy``) for the catalogue: the builder, its args, every deployment."""
     deployments = [{"name": INGRESS_NAME, **INGRESS_OPTIONS}]
-    deployments += [{"name": e.id, **deployment_options(e.spec.ray)} for e in catalog.entries.values()]
+    deployments += [{"name": e.id, **deployment_options(e.spec.ray)} for e in deployed(catalog)]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.port},

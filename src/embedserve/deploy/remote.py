@@ -196,7 +196,8 @@ class RayRegistry(Registry):
         while True:
             await asyncio.sleep(REFRESH_S)
             for handle in self.models.values():
-                assert isinstance(handle, RemoteModelHandle)
+                if not isinstance(handle, RemoteModelHandle):
+                    continue  # a fusion reranker: its state is its models'
                 try:
                     await handle.refresh()
                 except Exception as exc:  # the next round tries again; requests report their own errors
