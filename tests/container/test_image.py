@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 TAG = "localhost/embedserve:test"
 READY_WITHIN = 30.0
 SHUTDOWN_GRACE = 30  # EMBEDSERVE_SHUTDOWN_GRACE in the container (the default)
-DENSE, SPARSE, RERANK = "all-minilm-l6-v2", "splade-tiny", "all-minilm-l6-v2-rerank"
+DENSE, SPARSE, RERANK = "all-minilm-l6-v2", "splade-tiny", "hybrid-rerank"
 TEXTS = [
     "hi",
     "A man is playing a guitar.",
