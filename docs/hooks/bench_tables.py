@@ -220,6 +220,43 @@ def figures(results: Path) -> str:
     return _table(["figure", "value", "script"], rows)
 
 
+def gpu(results: Path) -> str:
+    """The torch engine on a GPU (``bench/gpu.py``): served items/s per dtype and load, with the
+    ratio to the in-process ceiling on the same GPU."""
+    data = load(results, "gpu")
+    table = []
+    for key, rows in data["served"].items():
+        dtype = key.split("/")[1]
+        for row in rows:
+            name = "queries" if row["items_per_request"] == 1 else "documents"
+            ceiling = data["ceiling"][f"dense/{dtype}/{name}"]
+            table.append(
+                [
+                    dtype,
+                    f"c={row['concurrency']}, n={row['items_per_request']}",
+                    _num(row["items_per_second"]),
+                    f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f}",
+                    f"{_num(ceiling['items_per_second'])} (batch {ceiling['batch_size']})",
+                    f"{row['ratio_to_ceiling']:.2f}",
+                ]
+            )
+    return _table(["dtype", "load", "served items/s", "p50 / p99 ms", "ceiling items/s", "ratio"], table)
+
+
+def gpu_correctness(results: Path) -> str:
+    """Served against the library on the same GPU (``bench/gpu.py``)."""
+    data = load(results, "gpu")
+    rows = []
+    for key, figures in data["correctness"].items():
+        shown = ", ".join(
+            f"{name.replace('_', ' ')}: {value:.6f}" if "cosine" in name else f"{name.replace('_', ' ')}: {value:.2g}"
+            for name, value in figures.items()
+        )
+        rows.append([f"`{key}`", shown])
+    note = f"On {data['device']}, torch {data['torch']}."
+    return _table(["model / dtype", "served against the library"], rows) + "\n\n" + note
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "batching": batching,
     "batching-ceilings": batching_ceilings,
@@ -232,6 +269,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "eval-scifact": eval_scifact,
     "eval-scifact-run": eval_scifact_run,
     "figures": figures,
+    "gpu": gpu,
+    "gpu-correctness": gpu_correctness,
 }
 
 
