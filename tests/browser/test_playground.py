@@ -108,7 +108,9 @@ def test_models_panel_lists_the_catalogue(page: Page, api: httpx.Client, shots: 
         expect(row.locator("[data-field=type]")).to_have_text(model["type"])
         expect(row.locator("[data-field=engine]")).to_have_text(model["engine"])
         expect(row.locator("[data-field=state]")).to_have_text(model["state"])
-        expect(row.locator("[data-field=dimension]")).to_have_text(str(model["dimension"]))
+        # a model with no vectors of its own (the fusion reranker) has no dimension: shown as a dash
+        dimension = "\u2013" if model["dimension"] is None else str(model["dimension"])
+        expect(row.locator("[data-field=dimension]")).to_have_text(dimension)
     expect(page.locator(f'tr[data-model="{RERANK}"]')).to_contain_text("not a cross-encoder")
     # the models' ids are offered in each panel, the first of the panel's type filled in
     expect(page.locator("#dense-model")).to_have_value(DENSE)
