@@ -291,8 +291,8 @@ def test_models_lists_the_catalogue_ready(client: httpx.Client) -> None:
     assert set(models) == MODEL_IDS and body["total"] == 3
     assert all(m["state"] == "ready" and m["loaded"] for m in models.values())
     assert models[DENSE]["dimension"] == 384
-    assert models[RERANK]["engine"] == "similarity"
-    assert "not a cross-encoder" in models[RERANK]["description"]
+    assert models[RERANK]["engine"] == "fusion"
+    assert "not a cross-encoder" in models[RERANK]["description"].lower()
 
 
 def test_model_by_id(client: httpx.Client) -> None:
