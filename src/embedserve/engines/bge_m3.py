@@ -219,36 +219,30 @@ class _View:
         raise RuntimeError("a BGE-M3 view's units go to the model's own batcher. This is a bug.")
 
 
-class _DenseView(_View, DenseEngine):
+class _TextView(_View):
+    """The dense and sparse views: texts (with a prompt in front, if any) read as BGE-M3 reads them."""
+
+    def encode_texts(
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        side: Side = "right",
+        limit: int | None = None,
+        task: str | None = None,
+    ) -> list[Tokens]:
+        return self.m3.encode_texts([prompt + t for t in texts] if prompt else texts, side, limit)
+
+
+class _DenseView(_TextView, DenseEngine):
     def __init__(self, m3: BGEM3Engine) -> None:
         super().__init__(m3)
         self.dimension = m3.dimension
 
-    def encode_texts(
-        self,
-        texts: Sequence[str],
-        prompt: str | None,
-        side: Side = "right",
-        limit: int | None = None,
-        task: str | None = None,
-    ) -> list[Tokens]:
-        return self.m3.encode_texts([prompt + t for t in texts] if prompt else texts, side, limit)
 
-
-class _SparseView(_View, SparseEngine):
+class _SparseView(_TextView, SparseEngine):
     def __init__(self, m3: BGEM3Engine) -> None:
         super().__init__(m3)
         self.dimension = m3.vocab_size
-
-    def encode_texts(
-        self,
-        texts: Sequence[str],
-        prompt: str | None,
-        side: Side = "right",
-        limit: int | None = None,
-        task: str | None = None,
-    ) -> list[Tokens]:
-        return self.m3.encode_texts([prompt + t for t in texts] if prompt else texts, side, limit)
 
 
 class _MultiVectorView(_View, MultiVectorEngine):
