@@ -17,14 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from sentence_transformers import SparseEncoder
-from sentence_transformers.util import select_max_active_dims
 
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import SparseEngine, SparseVector, Tokens
-from embedserve.engines.sentence_transformers import _load_kwargs, own_settings
+from embedserve.engines.sentence_transformers import _load_kwargs, own_settings, sparse_vectors
 from embedserve.engines.tokenization import Side, TextTokenizer
 
 STATIC_SIDE = "SparseStaticEmbedding"
@@ -80,15 +78,7 @@ class RoutedSparseEngine(SparseEngine):
         arrays = self._tokenizers[route].pad(batch)
         features: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items() if k in self._inputs[route]}
         with torch.inference_mode():
-            dense = self.model(features, task=route)["sentence_embedding"]
-            if self.max_active_dims is not None:
-                dense = select_max_active_dims(dense, max_active_dims=self.max_active_dims)
-            rows = dense.float().cpu().numpy()
-        out = []
-        for row in rows:
-            indices = np.flatnonzero(row)
-            out.append(SparseVector(indices.astype(np.int64), row[indices].astype(np.float32)))
-        return out
+            return sparse_vectors(self.model(features, task=route)["sentence_embedding"], self.max_active_dims)
 
     def close(self) -> None:
         del self.model, self.router

@@ -266,15 +266,20 @@ class STSparseEngine(_BiEncoder, SparseEngine):
     def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         kwargs = {} if self.max_active_dims is None else {"max_active_dims": self.max_active_dims}
         with torch.inference_mode():
-            dense = self._run(batch, "sentence_embedding", **kwargs)
-            if self.max_active_dims is not None:
-                dense = select_max_active_dims(dense, max_active_dims=self.max_active_dims)
-            rows = dense.float().cpu().numpy()
-        out = []
-        for row in rows:
-            indices = np.flatnonzero(row)
-            out.append(SparseVector(indices.astype(np.int64), row[indices].astype(np.float32)))
-        return out
+            return sparse_vectors(self._run(batch, "sentence_embedding", **kwargs), self.max_active_dims)
+
+
+def sparse_vectors(dense: torch.Tensor, max_active_dims: int | None) -> list[SparseVector]:
+    """A SPLADE pass's dense rows as sparse vectors, cut to the model's ``max_active_dims`` as
+    ``SparseEncoder.encode`` cuts them."""
+    if max_active_dims is not None:
+        dense = select_max_active_dims(dense, max_active_dims=max_active_dims)
+    rows = dense.float().cpu().numpy()
+    out = []
+    for row in rows:
+        indices = np.flatnonzero(row)
+        out.append(SparseVector(indices.astype(np.int64), row[indices].astype(np.float32)))
+    return out
 
 
 class CrossEncoderEngine(_STModel, RerankEngine):
