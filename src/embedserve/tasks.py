@@ -5,6 +5,10 @@ model's own prompts and the catalogue's, merged: ``model_settings``), tokenizes
 once (the counts give usage and the over-long check when truncation is off; the truncated ids
 go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
 ``api/`` only map their wire fields onto these calls.
+
+Dense and sparse embeddings (and the bi-encoder ``similarity`` reranker's) go through the
+model's embedding cache first (``cache``, when the handle has one): inputs found there skip
+tokenization and the batcher; the rest are computed together, in one submit, and stored.
 """
 
 from __future__ import annotations
@@ -12,13 +16,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from embedserve import fusion
+from embedserve import context, fusion
+from embedserve.cache import Cached, KeyParts
+from embedserve.cache import keys as cache_keys
 from embedserve.catalog import ModelSpec
-from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
+from embedserve.engines.base import (
+    DenseEngine,
+    Engine,
+    RerankEngine,
+    SparseEngine,
+    SparseVector,
+    TextEngine,
+    Token,
+    Tokens,
+)
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
 from embedserve.model_settings import PURPOSE_PROMPTS, similarity_scores
@@ -104,8 +120,18 @@ def check_prefixed(
         )
 
 
+class Counted(Protocol):
+    """A unit's token counts: a tokenized unit (:class:`Tokens`) or a cached output (``cache.Cached``)."""
+
+    @property
+    def original(self) -> int: ...
+
+    @property
+    def cost(self) -> int: ...
+
+
 def used_tokens(
-    units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
+    units: Sequence[Counted], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
 ) -> int:
     """Tokens the model reads (after truncation), or an error naming an over-long input when truncation is off."""
     if not truncate:
@@ -161,11 +187,16 @@ async def embed(
 
     assert isinstance(engine, DenseEngine)
     limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize_texts(
-        texts, lambda part: engine.encode_texts(part, prompt, options.truncation_direction, limit), len(prompt or "")
+    side = options.truncation_direction
+    inputs = Inputs(
+        texts,
+        KeyParts("dense", prompt, limit, side),
+        lambda part: engine.encode_texts(part, prompt, side, limit),
+        len(prompt or ""),
+        _item(param),
     )
-    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
-    vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
+    [(outputs, tokens)] = await raw_outputs(handle, engine, [inputs], options.truncate)
+    vectors = np.stack(outputs).astype(np.float32, copy=False)
     width = options.dimensions or settings.dimensions
     if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
         vectors = np.ascontiguousarray(vectors[:, :width])
@@ -211,13 +242,16 @@ async def embed_sparse(
     task = name or settings.default_prompt
     check_prefixed(texts, resolved, limits, param)
     limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize_texts(
+    side = options.truncation_direction
+    inputs = Inputs(
         texts,
-        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, limit, task=task),
+        KeyParts("sparse", resolved, limit, side, task),
+        lambda part: engine.encode_texts(part, resolved, side, limit, task=task),
         len(resolved or ""),
+        _item(param),
     )
-    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
-    vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
+    [(outputs, tokens)] = await raw_outputs(handle, engine, [inputs], options.truncate)
+    vectors = [_top_k(v, options.top_k) for v in outputs]
     terms = None
     if options.return_tokens:
         terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors])
@@ -269,6 +303,10 @@ async def rerank(
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
+    if engine.embedding_prompts() is not None:
+        scores, tokens = await _bi_encoder_scores(handle, engine, query, documents, options, param)
+        order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
+        return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
     prepared = await handle.tokenize(
         lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc),
         sum(map(len, documents)) + len(query) * len(documents),
@@ -284,6 +322,105 @@ async def rerank(
     scores = await asyncio.to_thread(engine.scores, outputs, n_query, options.raw_scores)
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
+
+
+async def _bi_encoder_scores(
+    handle: ModelHandle, engine: RerankEngine, query: str, documents: Sequence[str], options: RerankOptions, param: str
+) -> tuple[npt.NDArray[np.float32], int]:
+    """A reranker that embeds the query and each document on its own (``similarity``): the
+    embeddings through the cache (:func:`raw_outputs`), the query's and the documents' together."""
+    prompts = engine.embedding_prompts()
+    assert prompts is not None and isinstance(engine, TextEngine)
+    q_prompt, d_prompt = prompts
+    side, cap = options.truncation_direction, options.max_tokens_per_doc
+    d_limit = min(engine.max_length, cap or engine.max_length)
+
+    def group(texts: Sequence[str], prompt: str | None, limit: int, where: Callable[[int], str]) -> Inputs:
+        encode: Callable[[list[str]], list[Tokens]] = lambda part: engine.encode_texts(part, prompt, side, limit)  # noqa: E731
+        # a cap below the model's cuts documents whatever ``truncate`` says (Cohere's max_tokens_per_doc)
+        return Inputs(
+            texts, KeyParts("dense", prompt, limit, side), encode, len(prompt or ""), where, engine.max_length
+        )
+
+    (q_out, q_tokens), (d_out, d_tokens) = await raw_outputs(
+        handle,
+        engine,
+        [
+            group([query], q_prompt, engine.max_length, lambda _: "query"),
+            group(documents, d_prompt, d_limit, _item(param)),
+        ],
+        options.truncate,
+    )
+    # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
+    scores = await asyncio.to_thread(engine.scores, [*q_out, *d_out], 1, options.raw_scores)
+    return scores, q_tokens + d_tokens
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Texts of one request that share a prompt, token limit and side: looked up, tokenized and
+    checked together (see :func:`raw_outputs`)."""
+
+    texts: Sequence[str]
+    parts: KeyParts  # the key's parts besides the model and the text
+    encode: Callable[[list[str]], list[Tokens]]  # the engine's tokenization of some of the texts
+    prefix_chars: int  # the prompt's length, read before each text
+    where: Callable[[int], str]  # the request field of text i, for errors
+    check_limit: int | None = None  # the over-long check's limit, when not ``parts.limit``
+
+
+async def raw_outputs(
+    handle: ModelHandle, engine: Engine, groups: Sequence[Inputs], truncate: bool
+) -> list[tuple[list[Any], int]]:
+    """Each group's raw model outputs (in its texts' order) and the tokens its inputs read.
+
+    With the handle's cache: the outputs found there; the others tokenized, checked (an over-long
+    input with ``truncate`` false is an error whether it was cached or not), computed in one submit
+    for all groups, then stored; a text repeated within a group is computed once. Without a cache:
+    every text tokenized and computed, as the model's batcher alone would."""
+    cache = handle.cache
+    use_cache = cache is not None and cache.enabled
+    found: list[list[Cached | None]] = [[None] * len(g.texts) for g in groups]
+    keys: list[list[bytes]] = [[] for _ in groups]
+    if cache is not None and use_cache:
+        model = cache.model_key(handle.entry, engine)
+        keys = [cache_keys(model, g.parts, g.texts) for g in groups]
+        flat = await cache.get_many([k for ks in keys for k in ks], handle.id)
+        start = 0
+        for n, g in enumerate(groups):
+            found[n], start = flat[start : start + len(g.texts)], start + len(g.texts)
+        context.note_cache(len(flat), sum(v is not None for v in flat))
+
+    units: list[Tokens] = []
+    slots: list[list[int]] = []  # per group and text: its unit in ``units``, -1 for a hit
+    tokens: list[int] = []
+    for n, g in enumerate(groups):
+        ids: Sequence[bytes | int] = keys[n] if use_cache else range(len(g.texts))
+        todo: dict[bytes | int, int] = {}  # key (or index) of each text to compute -> that text's index
+        for i, value in enumerate(found[n]):
+            if value is None:
+                todo.setdefault(ids[i], i)
+        texts = [g.texts[i] for i in todo.values()]
+        fresh = await handle.tokenize_texts(texts, g.encode, g.prefix_chars) if texts else []
+        at = {key: len(units) + j for j, key in enumerate(todo)}
+        units += fresh
+        slot = [-1 if value is not None else at[ids[i]] for i, value in enumerate(found[n])]
+        counted = [v if v is not None else units[s] for v, s in zip(found[n], slot, strict=True)]
+        tokens.append(used_tokens(counted, g.check_limit or g.parts.limit, truncate, g.where, handle.id))
+        slots.append(slot)
+
+    computed = await handle.submit(units) if units else []
+    if cache is not None and use_cache and units:
+        firsts = {
+            s: key for ks, slot in zip(keys, slots, strict=True) for key, s in zip(ks, slot, strict=True) if s >= 0
+        }
+        cache.put_many(
+            [(key, Cached(computed[s], units[s].cost, units[s].original)) for s, key in firsts.items()], handle.id
+        )
+    return [
+        ([v.output if v is not None else computed[s] for v, s in zip(found[n], slot, strict=True)], tokens[n])
+        for n, slot in enumerate(slots)
+    ]
 
 
 async def _fused_scores(
