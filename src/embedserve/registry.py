@@ -4,8 +4,9 @@
 implementations: :class:`LocalModelHandle` (the model in this process) and
 ``deploy.remote.RemoteModelHandle`` (the model in Ray replicas). A request reaches a model in
 two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer threads of ``tokenizer_pool``:
-fair between requests, bounded, within the deadline; announced to the batcher so a short queue
-waits for it) and :meth:`ModelHandle.submit` (the model's batch
+fair between requests, bounded, within the deadline; first admitted by the batcher, which refuses
+a request that could not be computed before its deadline (``admission``) and has a short queue
+wait for the ones it admits) and :meth:`ModelHandle.submit` (the model's batch
 queue). Loading runs in a thread of its own.
 
 States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
@@ -241,11 +242,13 @@ class LocalModelHandle:
         its fair turn and within the request's deadline, announced to the batcher."""
         batcher = await self._batcher()
         ctx = context.current.get()
+        deadline = ctx.deadline if ctx is not None else None
         started = time.perf_counter()
         try:
-            with batcher.incoming(), self._tokenizer_pool.admit(chars, self.id):
-                deadline = ctx.deadline if ctx is not None else None
-                return await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
+            with batcher.incoming(chars, deadline), self._tokenizer_pool.admit(chars, self.id):
+                out = await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
+            batcher.estimator.observe_tokenized(chars, _tokens_of(out))
+            return out
         finally:
             if ctx is not None:
                 ctx.tokenization += time.perf_counter() - started
@@ -263,11 +266,12 @@ class LocalModelHandle:
         started = time.perf_counter()
         out: list[T] = []
         try:
-            with batcher.incoming(), self._tokenizer_pool.admit(total, self.id):
+            with batcher.incoming(total, deadline), self._tokenizer_pool.admit(total, self.id):
                 for chunk in chunks(list(texts)):
                     job = partial(_guarded, self.id, partial(encode, chunk))
                     cost = sum(map(len, chunk)) + prefix_chars * len(chunk)
                     out += await self._tokenizer_pool.run(job, cost, deadline, self.id)
+            batcher.estimator.observe_tokenized(total, _tokens_of(out))
             return out
         finally:
             if ctx is not None:
@@ -714,6 +718,14 @@ class TaskView:
 
     async def close(self) -> None:
         """The model is closed by the registry, not through a view of it."""
+
+
+def _tokens_of(out: object) -> int:
+    """The model work in a tokenization's result: its units' tokens (0 when it is not model work)."""
+    units = getattr(out, "units", out)
+    if not isinstance(units, list):
+        return 0
+    return sum(u.cost for u in units if isinstance(u, Tokens))
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:
