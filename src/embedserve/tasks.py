@@ -9,7 +9,8 @@ go to the batcher), awaits the model's batcher, and post-processes the arrays. D
 Dense and sparse embeddings (and the bi-encoder ``similarity`` reranker's) go through the
 model's embedding cache first (``cache``, when the handle has one): inputs found there skip
 tokenization and the batcher; the rest are computed together, in one submit, and stored.
-Inputs read in windows (``long_inputs: chunk``) are computed every time.
+Inputs read in windows (``long_inputs: chunk``) are kept pooled, under keys with the windowing
+in them; a request that asks for each window's vector (``return_chunks``) computes them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from embedserve.engines.base import (
     TextEngine,
     Token,
     Tokens,
+    Windows,
 )
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
@@ -235,6 +237,8 @@ async def model_rows(
         [(outputs, tokens)] = await raw_outputs(handle, engine, [inputs], options.long_inputs == "truncate")
         return Rows(outputs, tokens)
     overlap = options.chunk_overlap or 0
+    if handle.cache is not None and handle.cache.enabled and not options.return_chunks:
+        return await _cached_chunked_rows(handle, engine, texts, prompt, options, limits, param, task, limit)
     windows = await handle.tokenize_texts(
         texts, lambda part: engine.window_texts(part, prompt, overlap, limit, task=task), len(prompt or "")
     )
@@ -248,6 +252,58 @@ async def model_rows(
     if not options.return_chunks:
         return Rows(rows, chunked.tokens)
     return Rows(rows, chunked.tokens, chunked.split(outputs), chunked.spans)
+
+
+async def _cached_chunked_rows(
+    handle: ModelHandle,
+    engine: TextEngine,
+    texts: Sequence[str],
+    prompt: str | None,
+    options: EmbedOptions | SparseOptions,
+    limits: Limits,
+    param: str,
+    task: str | None,
+    limit: int,
+) -> Rows[Any]:
+    """:func:`model_rows` in windows, through the cache: a text's pooled output is kept under a key
+    that has the windowing (overlap, window cap) in it; the texts not found are windowed, checked
+    against the window caps and computed in one submit. Each window's own output is not kept."""
+    cache = handle.cache
+    assert cache is not None
+    overlap, sparse = options.chunk_overlap or 0, isinstance(engine, SparseEngine)
+    windowing = ("chunk", overlap, options.max_chunks)
+    parts = KeyParts("sparse" if sparse else "dense", prompt, limit, options.truncation_direction, task, windowing)
+    keys = cache_keys(cache.model_key(handle.entry, engine), parts, texts)
+    found = await cache.get_many(keys, handle.id)
+    context.note_cache(len(keys), sum(v is not None for v in found))
+    todo: dict[bytes, int] = {}  # key of each text to compute -> its first index
+    for i, value in enumerate(found):
+        if value is None:
+            todo.setdefault(keys[i], i)
+    missing = [texts[i] for i in todo.values()]
+    windows = await handle.tokenize_texts(
+        missing, lambda part: engine.window_texts(part, prompt, overlap, limit, task=task), len(prompt or "")
+    )
+    windows = long_inputs.first(windows, options.max_chunks)
+    # the caps count the windows to compute, each named by its input's index in the request
+    at = {i: w for i, w in zip(todo.values(), windows, strict=True)}
+    none = Windows([], [], [])
+    long_inputs.Chunked([at.get(i, none) for i in range(len(texts))]).check(
+        limits.max_chunks_per_input, limits.max_chunks_per_request, param
+    )
+    chunked = long_inputs.Chunked(windows)
+    outputs = await handle.submit(chunked.units) if windows else []
+    if not windows:
+        pooled: list[Any] = []
+    elif sparse:
+        pooled = long_inputs.pool_sparse(outputs, chunked)
+    else:
+        pooled = list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
+    costs = [sum(unit.cost for unit in w.units) for w in windows]
+    computed = {key: Cached(row, cost, cost) for key, row, cost in zip(todo, pooled, costs, strict=True)}
+    cache.put_many(list(computed.items()), handle.id)
+    values = [value if value is not None else computed[key] for key, value in zip(keys, found, strict=True)]
+    return Rows([v.output for v in values], sum(v.cost for v in values))
 
 
 async def embed(

@@ -140,6 +140,22 @@ async def test_a_text_repeated_in_a_request_is_computed_once(client: httpx.Async
     assert tokens[0] == 3 * tokens[1] + tokens[2]  # usage counts every input, computed or not
 
 
+async def test_chunked_inputs_are_kept_pooled_under_their_windowing(client: httpx.AsyncClient) -> None:
+    long = fresh("a very long text " * 80)  # several windows of tiny-dense's 128 tokens
+    body: dict[str, Any] = {"model": "tiny-dense", "input": [long, "short"], "long_inputs": "chunk"}
+    first = await post(client, "/v1/embeddings", **body, encoding_format="base64")
+    again = await post(client, "/v1/embeddings", **body, encoding_format="base64")
+    assert hits(first) == (0, 2) and hits(again) == (2, 2)
+    assert again.json()["data"] == first.json()["data"] and again.json()["usage"] == first.json()["usage"]
+    assert first.json()["usage"]["prompt_tokens"] > 128  # every window counted, on a hit too
+    # the same text cut (not windowed) is another entry
+    cut = await post(client, "/v1/embeddings", model="tiny-dense", input=[long])
+    assert hits(cut) == (0, 1)
+    # each window's vector is not kept: a request for them computes them
+    windows = await post(client, "/v1/embeddings", **body, options={"return_chunks": True})
+    assert "x-cache-hits" not in windows.headers
+
+
 async def test_sparse_hits_are_bit_for_bit_and_top_k_applies_after(client: httpx.AsyncClient) -> None:
     text = fresh()
     first = await post(client, "/api/v1/embed_sparse", model="tiny-sparse", input=[text])
