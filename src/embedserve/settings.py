@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, description="seconds an embedding stays in Redis; 0: until Redis evicts it"
     )
     cache_timeout: PositiveFloat = Field(
-        default=0.05,
+        default=0.1,
         description="seconds a Redis read or write may take; a slower or absent Redis is a miss (never an error)",
     )
     playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
