@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="characters a request has tokenized: its texts, each with the prompt (or the rerank query) "
         "before it; a prompt cannot multiply a request's work past what its largest body could hold",
     )
+    max_chunks_per_input: PositiveInt = Field(
+        default=256, description="windows one input may be split into (long_inputs: chunk); past it 413"
+    )
+    max_chunks_per_request: PositiveInt = Field(
+        default=4096, description="windows of all the inputs of a request together (long_inputs: chunk); past it 413"
+    )
     torch_threads: PositiveInt | None = Field(
         default=None,
         description="torch intra-op threads, shared by the torch passes running at once (batching.passes); "

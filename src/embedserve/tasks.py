@@ -12,13 +12,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from embedserve import fusion
-from embedserve.catalog import ModelSpec
-from embedserve.engines.base import DenseEngine, RerankEngine, SparseEngine, SparseVector, Token, Tokens
+from embedserve import fusion, long_inputs
+from embedserve.catalog import LongInputs, ModelSpec
+from embedserve.engines.base import (
+    DenseEngine,
+    RerankEngine,
+    SparseEngine,
+    SparseVector,
+    TextEngine,
+    Token,
+    Tokens,
+)
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
 from embedserve.model_settings import PURPOSE_PROMPTS, similarity_scores
@@ -27,6 +36,7 @@ from embedserve.registry import FusionHandle, ModelHandle, ModelState
 from embedserve.settings import Settings
 
 _SETTINGS = Settings.model_fields  # the defaults below are the settings' own
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -37,11 +47,20 @@ class Limits:
     max_input_chars: int = _SETTINGS["max_input_chars"].default
     max_documents: int = _SETTINGS["max_documents"].default  # documents per rerank request
     max_request_chars: int = _SETTINGS["max_request_chars"].default  # tokenized per request, prompts included
+    max_chunks_per_input: int = _SETTINGS["max_chunks_per_input"].default  # windows of one input (chunk)
+    max_chunks_per_request: int = _SETTINGS["max_chunks_per_request"].default  # windows of a request (chunk)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The limits ``settings`` set."""
-        return cls(settings.max_inputs, settings.max_input_chars, settings.max_documents, settings.max_request_chars)
+        return cls(
+            settings.max_inputs,
+            settings.max_input_chars,
+            settings.max_documents,
+            settings.max_request_chars,
+            settings.max_chunks_per_input,
+            settings.max_chunks_per_request,
+        )
 
 
 def check_texts(
@@ -113,7 +132,7 @@ def used_tokens(
             if unit.original > max_length:
                 raise InputTooLong(
                     f"{where(i)} has {unit.original} tokens; model '{model_id}' reads at most {max_length} "
-                    "(truncate is false: shorten the input or allow truncation)",
+                    "(truncate is false, or long_inputs is error: shorten the input, or allow truncation or chunking)",
                     param=where(i),
                 )
     return sum(unit.cost for unit in units)
@@ -132,15 +151,82 @@ class EmbedOptions:
     prompt_name: str | None = None
     precision: Precision = "float32"
     dimensions: int | None = None  # None: the model's default (catalogue dimensions, else truncate_dim)
-    truncate: bool = True
+    truncate: bool = True  # false: long_inputs error (when long_inputs is None)
     truncation_direction: Side = "right"  # which end of an over-long input is cut
     max_tokens: int | None = None  # a lower token cap than the model's max_length
+    long_inputs: LongInputs | None = None  # None: error if truncate is false, else the catalogue's
+    chunk_overlap: int | None = None  # tokens shared by consecutive windows; None: the catalogue's
+    max_chunks: int | None = None  # chunk: read only each input's first n windows
+    return_chunks: bool = False  # chunk: also each window's vector and span
 
 
 @dataclass(frozen=True)
 class DenseResult:
     embeddings: npt.NDArray[np.generic]
     tokens: int
+    chunks: list[npt.NDArray[np.generic]] | None = None  # return_chunks: each input's window vectors
+    spans: list[list[tuple[int, int]]] | None = None  # return_chunks: each window's [start, end) in characters
+
+
+@dataclass(frozen=True)
+class Rows(Generic[V]):
+    """Per-input outputs of a model as it gives them (before ``dimensions``, normalization,
+    quantization, ``top_k``), the tokens read, and (``return_chunks``) each input's windows."""
+
+    rows: list[V]
+    tokens: int
+    chunks: list[list[V]] | None = None
+    spans: list[list[tuple[int, int]]] | None = None
+
+
+Opts = TypeVar("Opts", EmbedOptions, "SparseOptions")
+
+
+def resolve_long_inputs(options: Opts, spec: ModelSpec) -> Opts:
+    """``options`` with ``long_inputs`` and ``chunk_overlap`` as the request and the model's
+    catalogue entry settle them (everything that changes a vector is then in ``options``)."""
+    chosen = long_inputs.mode(options.long_inputs, options.truncate, spec.long_inputs)
+    long_inputs.check_return_chunks(options.return_chunks, chosen, "options.return_chunks")
+    overlap = spec.chunk_overlap if options.chunk_overlap is None else options.chunk_overlap
+    return replace(options, long_inputs=chosen, chunk_overlap=overlap if chosen == "chunk" else None)
+
+
+async def model_rows(
+    handle: ModelHandle,
+    engine: TextEngine,
+    texts: Sequence[str],
+    prompt: str | None,
+    options: EmbedOptions | SparseOptions,
+    limits: Limits,
+    param: str,
+    task: str | None = None,
+) -> Rows[Any]:
+    """The model's output for each text (``options`` resolved by :func:`resolve_long_inputs`):
+    the text cut or refused when it is too long, or (``chunk``) its windows' outputs pooled.
+    Every text's units go to the batcher in one submit."""
+    limit = min(engine.max_length, options.max_tokens or engine.max_length)
+    if options.long_inputs != "chunk":
+        units = await handle.tokenize_texts(
+            texts,
+            lambda part: engine.encode_texts(part, prompt, options.truncation_direction, limit, task=task),
+            len(prompt or ""),
+        )
+        tokens = used_tokens(units, limit, options.long_inputs == "truncate", _item(param), handle.id)
+        return Rows(list(await handle.submit(units)), tokens)
+    overlap = options.chunk_overlap or 0
+    windows = await handle.tokenize_texts(
+        texts, lambda part: engine.window_texts(part, prompt, overlap, limit, task=task), len(prompt or "")
+    )
+    chunked = long_inputs.Chunked(long_inputs.first(windows, options.max_chunks))
+    chunked.check(limits.max_chunks_per_input, limits.max_chunks_per_request, param)
+    outputs = await handle.submit(chunked.units)
+    if isinstance(engine, SparseEngine):
+        rows: list[Any] = long_inputs.pool_sparse(outputs, chunked)
+    else:
+        rows = list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
+    if not options.return_chunks:
+        return Rows(rows, chunked.tokens)
+    return Rows(rows, chunked.tokens, chunked.split(outputs), chunked.spans)
 
 
 async def embed(
@@ -160,20 +246,24 @@ async def embed(
         )
 
     assert isinstance(engine, DenseEngine)
-    limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize_texts(
-        texts, lambda part: engine.encode_texts(part, prompt, options.truncation_direction, limit), len(prompt or "")
-    )
-    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
-    vectors = np.stack(await handle.submit(units)).astype(np.float32, copy=False)
+    options = resolve_long_inputs(options, spec)
+    rows = await model_rows(handle, engine, texts, prompt, options, limits, param)
     width = options.dimensions or settings.dimensions
-    if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
-        vectors = np.ascontiguousarray(vectors[:, :width])
     unit = spec.normalize if options.normalize is None else options.normalize
-    if unit:
-        vectors = normalize(vectors)
-    ranges = unit_ranges(vectors.shape[1]) if unit else None
-    return DenseResult(quantize(vectors, options.precision, ranges), tokens)
+
+    def finish(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.generic]:
+        if width is not None and width < vectors.shape[1]:  # Matryoshka: the first dimensions, before normalizing
+            vectors = np.ascontiguousarray(vectors[:, :width])
+        if unit:
+            vectors = normalize(vectors)
+        ranges = unit_ranges(vectors.shape[1]) if unit else None
+        return quantize(vectors, options.precision, ranges)
+
+    embeddings = finish(np.stack(rows.rows).astype(np.float32, copy=False))
+    if rows.chunks is None:
+        return DenseResult(embeddings, rows.tokens)
+    chunks = [finish(np.stack(group).astype(np.float32, copy=False)) for group in rows.chunks]
+    return DenseResult(embeddings, rows.tokens, chunks, rows.spans)
 
 
 @dataclass(frozen=True)
@@ -181,6 +271,8 @@ class SparseResult:
     vectors: list[SparseVector]
     tokens: int
     terms: list[list[str]] | None
+    chunks: list[list[SparseVector]] | None = None  # return_chunks: each input's window vectors
+    spans: list[list[tuple[int, int]]] | None = None  # return_chunks: each window's [start, end) in characters
 
 
 @dataclass(frozen=True)
@@ -191,9 +283,13 @@ class SparseOptions:
     prompt_name: str | None = None
     top_k: int | None = None  # keep the k largest weights of each vector
     return_tokens: bool = False  # also the vocabulary token of each index
-    truncate: bool = True
+    truncate: bool = True  # false: long_inputs error (when long_inputs is None)
     truncation_direction: Side = "right"
     max_tokens: int | None = None  # a lower token cap than the model's max_length
+    long_inputs: LongInputs | None = None  # None: error if truncate is false, else the catalogue's
+    chunk_overlap: int | None = None  # tokens shared by consecutive windows; None: the catalogue's
+    max_chunks: int | None = None  # chunk: read only each input's first n windows
+    return_chunks: bool = False  # chunk: also each window's vector and span
 
 
 async def embed_sparse(
@@ -210,18 +306,14 @@ async def embed_sparse(
     resolved = settings.resolve(options.prompt, None if side_only else name)
     task = name or settings.default_prompt
     check_prefixed(texts, resolved, limits, param)
-    limit = min(engine.max_length, options.max_tokens or engine.max_length)
-    units = await handle.tokenize_texts(
-        texts,
-        lambda part: engine.encode_texts(part, resolved, options.truncation_direction, limit, task=task),
-        len(resolved or ""),
-    )
-    tokens = used_tokens(units, limit, options.truncate, _item(param), handle.id)
-    vectors = [_top_k(v, options.top_k) for v in await handle.submit(units)]
+    options = resolve_long_inputs(options, spec)
+    rows = await model_rows(handle, engine, texts, resolved, options, limits, param, task)
+    vectors = [_top_k(v, options.top_k) for v in rows.rows]
     terms = None
     if options.return_tokens:
         terms = await asyncio.to_thread(lambda: [engine.tokens(v.indices) for v in vectors])
-    return SparseResult(vectors, tokens, terms)
+    chunks = None if rows.chunks is None else [[_top_k(v, options.top_k) for v in group] for group in rows.chunks]
+    return SparseResult(vectors, rows.tokens, terms, chunks, rows.spans)
 
 
 def _top_k(vector: SparseVector, k: int | None) -> SparseVector:
@@ -247,6 +339,8 @@ class RerankOptions:
     truncation_direction: Side = "right"
     max_tokens_per_doc: int | None = None  # cut each document to this many tokens (special tokens included)
     raw_scores: bool = False  # the model's scores before its activation
+    long_inputs: LongInputs | None = None  # None: chunk if max_chunks_per_doc is set, else as embed decides
+    max_chunks_per_doc: int | None = None  # chunk: score only each document's first n windows
 
 
 async def rerank(
@@ -269,6 +363,8 @@ async def rerank(
 
     engine = await handle.ready_engine()
     assert isinstance(engine, RerankEngine)
+    if rerank_mode(options, spec) == "chunk":
+        return await _chunked_rerank(handle, engine, query, documents, options, limits, param)
     prepared = await handle.tokenize(
         lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc),
         sum(map(len, documents)) + len(query) * len(documents),
@@ -286,6 +382,45 @@ async def rerank(
     return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
 
 
+def rerank_mode(options: RerankOptions, spec: ModelSpec) -> LongInputs:
+    """How a rerank reads long documents: ``max_chunks_per_doc`` asks for windows (Cohere's
+    meaning), else as :func:`long_inputs.mode` decides."""
+    if options.max_chunks_per_doc is not None:
+        if options.long_inputs not in (None, "chunk"):
+            raise InvalidInput(
+                f"max_chunks_per_doc reads documents in windows; long_inputs {options.long_inputs} does not: "
+                "give one of them",
+                param="max_chunks_per_doc",
+            )
+        return "chunk"
+    return long_inputs.mode(options.long_inputs, options.truncate, spec.long_inputs)
+
+
+async def _chunked_rerank(
+    handle: ModelHandle,
+    engine: RerankEngine,
+    query: str,
+    documents: Sequence[str],
+    options: RerankOptions,
+    limits: Limits,
+    param: str,
+) -> RerankResult:
+    """Each document scored by its best window, the query read with every window."""
+    overlap = handle.entry.spec.chunk_overlap
+    query_units, windows = await handle.tokenize(
+        lambda: engine.window_pairs(query, documents, overlap, options.max_tokens_per_doc),
+        sum(map(len, documents)) + len(query) * len(documents),
+    )
+    chunked = long_inputs.Chunked(long_inputs.first(windows, options.max_chunks_per_doc))
+    chunked.check(limits.max_chunks_per_input, limits.max_chunks_per_request, param)
+    outputs = await handle.submit([*query_units, *chunked.units])
+    per_window = await asyncio.to_thread(engine.scores, outputs, len(query_units), options.raw_scores)
+    scores = long_inputs.best(per_window, chunked)
+    order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
+    tokens = sum(u.cost for u in query_units) + chunked.tokens
+    return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
+
+
 async def _fused_scores(
     handle: FusionHandle, query: str, documents: Sequence[str], options: RerankOptions, limits: Limits, param: str
 ) -> RerankResult:
@@ -297,32 +432,54 @@ async def _fused_scores(
     dense, sparse, fuse = handle.dense, handle.sparse, handle.entry.spec.fuse
     assert fuse is not None  # the catalogue requires it for engine fusion
     dense_prompts, sparse_prompts = await asyncio.gather(dense.model_settings(), sparse.model_settings())
-    cut, side = options.truncate, options.truncation_direction
+    side = options.truncation_direction
+    # the query is cut as ever; documents in windows when the rerank chunks
+    query_mode = long_inputs.mode(None, options.truncate, "truncate")
+    chunk = rerank_mode(options, handle.entry.spec) == "chunk"
+    doc_mode: LongInputs = "chunk" if chunk else query_mode
+    most = options.max_chunks_per_doc
 
-    def dense_side(purpose: str, cap: int | None) -> EmbedOptions:
+    def dense_side(purpose: str, cap: int | None, mode: LongInputs) -> EmbedOptions:
         name = dense_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
-        return EmbedOptions(normalize=True, prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap)
-
-    def sparse_side(texts: Sequence[str], purpose: str, cap: int | None, where: str) -> Awaitable[SparseResult]:
-        name = sparse_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
-        return embed_sparse(
-            sparse,
-            texts,
-            SparseOptions(prompt_name=name, truncate=cut, truncation_direction=side, max_tokens=cap),
-            limits,
-            where,
+        return EmbedOptions(
+            normalize=True,
+            prompt_name=name,
+            truncation_direction=side,
+            max_tokens=cap,
+            long_inputs=mode,
+            max_chunks=most if mode == "chunk" else None,
+            return_chunks=mode == "chunk",
         )
 
-    per_doc = options.max_tokens_per_doc
+    def sparse_side(
+        texts: Sequence[str], purpose: str, cap: int | None, where: str, mode: LongInputs
+    ) -> Awaitable[SparseResult]:
+        name = sparse_prompts.prompt_name_for(PURPOSE_PROMPTS[purpose])
+        sparse_options = SparseOptions(
+            prompt_name=name,
+            truncation_direction=side,
+            max_tokens=cap,
+            long_inputs=mode,
+            max_chunks=most if mode == "chunk" else None,
+            return_chunks=mode == "chunk",
+        )
+        return embed_sparse(sparse, texts, sparse_options, limits, where)
+
+    per_doc = None if chunk else options.max_tokens_per_doc
     q_dense, d_dense, q_sparse, d_sparse = await asyncio.gather(
-        embed(dense, [query], dense_side("query", None), limits, "query"),
-        embed(dense, documents, dense_side("document", per_doc), limits, param),
-        sparse_side([query], "query", None, "query"),
-        sparse_side(documents, "document", per_doc, param),
+        embed(dense, [query], dense_side("query", None, query_mode), limits, "query"),
+        embed(dense, documents, dense_side("document", per_doc, doc_mode), limits, param),
+        sparse_side([query], "query", None, "query", query_mode),
+        sparse_side(documents, "document", per_doc, param, doc_mode),
     )
-    scores = fusion.fused_scores(
-        q_dense.embeddings[0], d_dense.embeddings, q_sparse.vectors[0], d_sparse.vectors, fuse.sparse_weight
-    )
+    if d_dense.chunks is not None and d_sparse.chunks is not None:
+        scores = fusion.chunked_scores(
+            q_dense.embeddings[0], d_dense.chunks, q_sparse.vectors[0], d_sparse.chunks, fuse.sparse_weight
+        )
+    else:
+        scores = fusion.fused_scores(
+            q_dense.embeddings[0], d_dense.embeddings, q_sparse.vectors[0], d_sparse.vectors, fuse.sparse_weight
+        )
     tokens = q_dense.tokens + d_dense.tokens + q_sparse.tokens + d_sparse.tokens
     return RerankResult([], scores, tokens)
 

@@ -36,7 +36,7 @@ from embedserve.engines.base import (
 )
 from embedserve.engines.first_token import first_token_last_layer
 from embedserve.engines.runtimes import Lanes
-from embedserve.engines.tokenization import Side, TextTokenizer, Tokens
+from embedserve.engines.tokenization import Side, TextTokenizer, Tokens, Windows
 from embedserve.model_settings import ModelConfig, merge, purpose, similarity_scores
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,11 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         pairs = self.tokenizer.encode_pairs(self.query_prompt + query, documents, side, doc_limit)
         return RerankUnits(pairs, query_units=0)
 
+    def window_pairs(
+        self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
+    ) -> tuple[list[Tokens], list[Windows]]:
+        return [], self.tokenizer.pair_windows(self.query_prompt + query, documents, overlap, doc_limit)
+
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         """The logits; the activation is applied per request in :meth:`scores`."""
         logits = self._run(batch, "scores").float()
@@ -357,6 +362,13 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
     ) -> RerankUnits:
         q = self.encode_texts([query], self.query_prompt, side)
         return RerankUnits(q + self.encode_texts(documents, self.document_prompt, side, doc_limit), query_units=1)
+
+    def window_pairs(
+        self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
+    ) -> tuple[list[Tokens], list[Windows]]:
+        group = self.prompt_group(self.document_prompt)
+        windows = self.tokenizer.windows(documents, self.document_prompt, overlap, group=group, keep=doc_limit)
+        return self.encode_texts([query], self.query_prompt), windows
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         out: FloatArray = self._embed(batch).float().cpu().numpy()
