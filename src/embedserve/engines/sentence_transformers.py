@@ -363,6 +363,9 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
         q = self.encode_texts([query], self.query_prompt, side)
         return RerankUnits(q + self.encode_texts(documents, self.document_prompt, side, doc_limit), query_units=1)
 
+    def embedding_prompts(self) -> tuple[str | None, str | None]:
+        return self.query_prompt, self.document_prompt
+
     def window_pairs(
         self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
     ) -> tuple[list[Tokens], list[Windows]]:
