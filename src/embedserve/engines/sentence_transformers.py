@@ -185,9 +185,7 @@ class _STModel:
             )
         inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._inputs)
         revision = export.source_revision(export.source_directory(entry))
-        key = export.ExportKey(
-            spec.name, self.task, spec.backend, spec.quantize, revision, inputs, self.export_variant
-        )
+        key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs, self.export_variant)
         path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
