@@ -209,6 +209,54 @@ def long_inputs(results: Path) -> str:
     return _table(header, rows) + "\n\n" + note
 
 
+def cache(results: Path) -> str:
+    """The embedding cache off and on over the same loads (``bench/cache.py``): p50, p99 and
+    requests a second, with the ratios to the cache off."""
+    data = load(results, "cache")
+    rows = []
+    loads = [("one text a request, half repeating", "all-minilm-l6-v2", data["half_repeat"])]
+    loads += [("rerank, 20 documents from a pool of 300", model, runs) for model, runs in data["rerank"].items()]
+    for label, model, runs in loads:
+        off = runs["off"]
+        for name, run in runs.items():
+            ratio = "" if name == "off" else f" ({off['p50_ms'] / run['p50_ms']:.1f}{TIMES} faster)"
+            rate = "" if name == "off" else f" ({run['requests_per_second'] / off['requests_per_second']:.1f}{TIMES})"
+            hit = "" if run.get("hit_ratio") is None else f"{run['hit_ratio']:.0%}"
+            rows.append(
+                [
+                    label,
+                    f"`{model}`",
+                    name,
+                    f"{_num(run['p50_ms'])}{ratio}",
+                    _num(run["p99_ms"]),
+                    f"{_num(run['requests_per_second'])}{rate}",
+                    hit,
+                ]
+            )
+    header = ["load", "model", "cache", "p50 ms", "p99 ms", "requests/s", "hits"]
+    clients = data["concurrency"]
+    note = f"{data['seconds']:g} s a load, {clients['embeddings']} clients (rerank: {clients['rerank']})"
+    if data.get("quick"):
+        note += " (a `--quick` run: short loads, noisy figures)"
+    return _table(header, rows) + f"\n\n{note}."
+
+
+def cache_memory(results: Path) -> str:
+    """The in-process cache's bound under a long run of unique texts (``bench/cache.py``)."""
+    m = load(results, "cache")["memory"]
+    mib = 2**20
+    rows = [
+        ["bound (`EMBEDSERVE_CACHE_BYTES`)", f"{m['bound_bytes'] / mib:g} MiB"],
+        ["unique texts sent", f"{m['texts']:,} ({m['passes_through_bound']:g}{TIMES} the bound)"],
+        ["most bytes the cache held", f"{m['max_cache_bytes'] / mib:.2f} MiB"],
+        [
+            "server RSS: first sample, cache full, last",
+            f"{m['rss_mib_first']} / {m['rss_mib_at_bound']} / {m['rss_mib_last']} MiB",
+        ],
+    ]
+    return _table(["", ""], rows)
+
+
 def figures(results: Path) -> str:
     """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
     rows = []
@@ -346,6 +394,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "eval-scifact": eval_scifact,
     "eval-scifact-run": eval_scifact_run,
     "figures": figures,
+    "cache": cache,
+    "cache-memory": cache_memory,
     "gpu": gpu,
     "long-inputs": long_inputs,
     "overload": overload,
