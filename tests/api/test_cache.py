@@ -243,3 +243,24 @@ async def test_without_a_cache_nothing_is_looked_up(tiny_models: dict[str, Path]
                 response = await post(c, "/api/v1/embeddings", model="tiny-dense", input=["same text"])
                 assert "x-cache-hits" not in response.headers
             assert "embedserve_cache_hits_total" not in (await c.get("/metrics")).text
+
+
+async def test_a_model_of_several_types_keeps_each_types_outputs_apart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """BGE-M3 (one model, one queue) serves dense and sparse vectors: each is cached under its own
+    key, and a hit is bit-for-bit the output first computed."""
+    from helpers.tiny_multi_vector import build_tiny_m3
+
+    m3 = build_tiny_m3(tmp_path_factory.mktemp("tiny-m3") / "m3")
+    models = {"m3": {"name": str(m3), "type": "embeddings", "engine": "bge-m3", "device": "cpu"}}
+    app = create_app(Settings(), parse_catalog({"models": models}, ROOT))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
+            await app.state.registry.wait_started()
+            dense_body = {"model": "m3", "input": ["the heart"], "encoding_format": "base64"}
+            dense = [await post(c, "/v1/embeddings", **dense_body) for _ in range(2)]
+            sparse = [await post(c, "/api/v1/embed_sparse", model="m3", input=["the heart"]) for _ in range(2)]
+    assert [hits(r) for r in dense] == [(0, 1), (1, 1)] and raw(dense[1]) == raw(dense[0])
+    assert [hits(r) for r in sparse] == [(0, 1), (1, 1)] and sparse[1].json()["data"] == sparse[0].json()["data"]
