@@ -212,6 +212,36 @@ def eval_scifact_run(results: Path) -> str:
     return _table(["dataset", "documents", "queries", "models", "database"], rows)
 
 
+def long_inputs(results: Path) -> str:
+    """nDCG@10 on SciFact through ``embedserve eval``, long inputs truncated and chunked (``bench/long_inputs.py``)."""
+    data = load(results, "long_inputs")
+    runs, info = data["runs"], data["data"]
+    rows = []
+    for method, cut in runs["truncate"]["metrics"].items():
+        chunked = runs["chunk"]["metrics"][method]
+        diff = chunked["ndcg@10"] - cut["ndcg@10"]
+        rows.append(
+            [
+                method,
+                f"{cut['ndcg@10']:.2f}",
+                f"{chunked['ndcg@10']:.2f} ({diff:+.2f})",
+                f"{cut['recall@100']:.2f} / {chunked['recall@100']:.2f}",
+            ]
+        )
+    longer = ", ".join(
+        f"`{name}`: {d['longer']:,} longer than {d['max_length']} tokens" for name, d in info["long_documents"].items()
+    )
+    seconds = ", ".join(f"{mode} {run['embed_corpus_seconds']:,.0f} s" for mode, run in runs.items())
+    rerank = ", ".join(f"{mode} {run['rerank_p50_ms']:,.0f} ms" for mode, run in runs.items())
+    note = (
+        f"{info['dataset']}: {info['queries']:,} test queries, {info['documents']:,} documents ({longer}); "
+        f"hybrid results reranked: top {info['rerank_top']}. Corpus embedded in: {seconds}; "
+        f"rerank p50: {rerank}."
+    )
+    header = ["method", "nDCG@10 truncate", "nDCG@10 chunk (diff)", "Recall@100 truncate / chunk"]
+    return _table(header, rows) + "\n\n" + note
+
+
 def figures(results: Path) -> str:
     """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
     rows = []
@@ -236,7 +266,7 @@ def figures(results: Path) -> str:
     loads = ", ".join(f"{model} {seconds:.1f} s" for model, seconds in start["load_seconds"].items())
     rows.append(["each model's load at start-up", loads, "`bench/startup.py`"])
     first = load(results, "first_token")
-    speedups = ", ".join(f"{k}: {v['speedup_median']:.2f}{TIMES}" for k, v in first.items())
+    speedups = ", ".join(f"{k}: {v['speedup_median']:.2f}{TIMES}" for k, v in first.items() if "speedup_median" in v)
     rows.append(
         [
             "cross-encoder, first-token last layer against the full one (median speed-up)",
@@ -251,6 +281,53 @@ def figures(results: Path) -> str:
     added = ", ".join(f"{k}: +{v['added_us']:.0f} µs" for k, v in middleware.items())
     rows.append(["the middleware stack's cost per request", added, "`bench/middleware.py`"])
     return _table(["figure", "value", "script"], rows)
+
+
+def first_token_engines(results: Path) -> str:
+    """``bench/first_token.py``: each engine one ~350-token pair at a time, against torch first-token."""
+    data = load(results, "first_token")["engines_one_pair"]
+    rows = [
+        [label, _num(data["pairs_per_second_median"][label], 2), f"{ratio:.2f}{TIMES}"]
+        for label, ratio in data["ratio_to_baseline_median"].items()
+    ]
+    note = f"One pair of {data['pair_tokens']} tokens a forward pass."
+    return _table(["engine, last layer", "pairs/s (median)", f"ratio to {data['baseline']}"], rows) + "\n\n" + note
+
+
+def overload(results: Path) -> str:
+    """The floods of ``bench/overload.py``: each issue-20 target with its measured value."""
+    data = load(results, "overload")
+    rows = []
+    for row in data["floods"].values():
+        texts = row["texts_per_request"]
+        load_ = f"{row['clients']:,} clients {TIMES} {texts} text{'s' if texts > 1 else ''}"
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in row["statuses"].items())
+        refused = "no 429" if row["refused_p99_ms"] is None else f"{row['refused_p99_ms']:.1f} ms"
+        rows.append(
+            [
+                load_,
+                statuses,
+                _num(row["texts_per_second_served"]),
+                refused,
+                str(row["deadline_503_steady"]),
+                f"{row['health_p99_ms']:.1f} ms",
+                f"{row['recovery_s']:.2f} s",
+            ]
+        )
+    header = [
+        "flood",
+        "answers",
+        "texts/s served",
+        "429 p99 (< 50 ms)",
+        "503 at the deadline, steady (0)",
+        "/health p99 (< 50 ms)",
+        "normal service after (< 1 s)",
+    ]
+    note = (
+        f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, "
+        f"{'clients waiting out Retry-After' if data['clients_honour_retry_after'] else 'clients resending at once'}."
+    )
+    return _table(header, rows) + "\n\n" + note
 
 
 def gpu(results: Path) -> str:
@@ -304,6 +381,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "eval-scifact-run": eval_scifact_run,
     "figures": figures,
     "gpu": gpu,
+    "long-inputs": long_inputs,
+    "overload": overload,
+    "first-token-engines": first_token_engines,
     "gpu-correctness": gpu_correctness,
 }
 

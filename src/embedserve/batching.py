@@ -20,6 +20,12 @@ units off the queue's count at once, so they neither run nor hold room other req
 After a second with nothing queued, the thread returns the passes' freed memory to the OS
 (:mod:`embedserve.memory`), so RSS follows the load down.
 
+Admission (:mod:`embedserve.admission`): before a request is tokenized, :meth:`Batcher.admit`
+weighs its characters and the work ahead of it (tokens queued and in passes, characters being
+tokenized) against the model's measured throughput, and refuses with :class:`Overloaded` (429,
+``Retry-After`` from the estimate) a request that could not be computed before its deadline,
+so those admitted are not answered 503 at it.
+
 Each pass is reported to ``observer`` (inputs, tokens, seconds) from the batch thread, and each
 request's share of the time (queue, inference) to its :class:`RequestContext`.
 
@@ -44,6 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedserve.admission import WaitEstimator
 from embedserve.batch_policy import select_batch, window_size
 from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
@@ -88,7 +95,7 @@ class BatchLimits:
 class _Request:
     """One request's units in flight: its outputs, filled in by the batch thread."""
 
-    __slots__ = ("cancelled", "done", "future", "inference", "loop", "outputs", "queued", "remaining")
+    __slots__ = ("cancelled", "done", "future", "inference", "loop", "outputs", "queued", "queued_tokens", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
@@ -96,6 +103,7 @@ class _Request:
         self.outputs: list[Any] = [None] * size
         self.remaining = size
         self.queued = size  # units still in the queue and counted in it (under the batcher's lock)
+        self.queued_tokens = 0  # their tokens
         self.inference = 0.0  # seconds of the passes that computed its units
         self.cancelled = False  # set by the event loop when the waiting request is cancelled or expires
         self.done = False
@@ -163,7 +171,11 @@ class Batcher:
         self._prepare = prepare
         self._queue: deque[_Unit] = deque()
         self._queued = 0  # live units in the queue (the deque may still hold dropped ones)
+        self._queued_tokens = 0  # their tokens
+        self._running_tokens = 0  # tokens in forward passes now
         self._incoming = 0  # requests being tokenized for this model
+        self._incoming_chars = 0  # their characters
+        self.estimator = WaitEstimator(cold_tokens=limits.max_batch_tokens * limits.passes)
         self._cond = threading.Condition()
         self._closed = False
         self._dirty = False  # passes have run since memory was last released
@@ -186,16 +198,34 @@ class Batcher:
         return {"queue_depth": self._queued, "batches": self.batches, "inputs_computed": self.inputs_computed}
 
     @contextlib.contextmanager
-    def incoming(self) -> Iterator[None]:
-        """Mark a request that will submit soon (it is being tokenized), so a short queue waits for it."""
+    def incoming(self, chars: int = 0, deadline: float | None = None) -> Iterator[None]:
+        """Admit a request of ``chars`` characters that will submit soon (it is being tokenized):
+        :class:`Overloaded` when it could not be computed before ``deadline`` (``time.monotonic()``;
+        see :mod:`embedserve.admission`), else counted as incoming, so a short queue waits for it."""
         with self._cond:
+            ahead = self._queued_tokens + self._running_tokens + self.estimator.tokens_for(self._incoming_chars)
+            seconds_left = None if deadline is None else deadline - time.monotonic()
+            retry_after = self.estimator.verdict(ahead, self.estimator.tokens_for(chars), seconds_left)
+            if retry_after is not None:
+                raise Overloaded(
+                    f"model '{self.model_id}' is busy: the work queued before this request would not be done "
+                    f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after} s",
+                    retry_after=retry_after,
+                )
             self._incoming += 1
+            self._incoming_chars += chars
         try:
             yield
         finally:
             with self._cond:
                 self._incoming -= 1
+                self._incoming_chars -= chars
                 self._cond.notify()
+
+    def _retry_after(self, tokens: int) -> int:
+        """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement)."""
+        wait = self.estimator.wait(self._queued_tokens + self._running_tokens, tokens)
+        return 1 if wait is None else max(1, min(3600, int(wait) + 1))
 
     async def submit(self, units: Sequence[Tokens], ctx: RequestContext | None = None) -> list[Any]:
         """Queue ``units`` and wait for their outputs, in the same order. With ``ctx``, its deadline
@@ -214,6 +244,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         request = _Request(loop, len(units))
         order = sorted(range(len(units)), key=lambda i: units[i].cost)  # similar lengths share a pass
+        tokens = sum(u.cost for u in units)
+        request.queued_tokens = tokens
         with self._cond:
             if self._closed:
                 raise ModelUnavailable(f"model '{self.model_id}' is unloaded", param="model")
@@ -221,12 +253,13 @@ class Batcher:
                 raise Overloaded(
                     f"model '{self.model_id}' is busy: {self._queued} inputs are queued (the limit is "
                     f"{self.limits.max_queue}); retry shortly",
-                    retry_after=1,
+                    retry_after=self._retry_after(tokens),
                 )
             if len(self._queue) > 2 * self.limits.max_queue:  # many dropped units still held: let them go
                 self._queue = deque(u for u in self._queue if u.request.live)
             self._queue.extend(_Unit(request, i, units[i]) for i in order)
             self._queued += len(units)
+            self._queued_tokens += tokens
             self._cond.notify()
         started = time.perf_counter()
         timer = None if deadline is None else loop.call_later(deadline - time.monotonic(), self._expire, request)
@@ -241,7 +274,7 @@ class Batcher:
             if ctx is not None:
                 ctx.inference += request.inference
                 ctx.queue += max(0.0, time.perf_counter() - started - request.inference)
-                ctx.tokens += sum(u.cost for u in units)
+                ctx.tokens += tokens
 
     def _expired(self) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -263,7 +296,8 @@ class Batcher:
         with self._cond:
             request.cancelled = True
             self._queued -= request.queued
-            request.queued = 0
+            self._queued_tokens -= request.queued_tokens
+            request.queued = request.queued_tokens = 0
 
     def _take(self) -> list[_Unit]:
         """The next batch, under the lock, as :func:`~embedserve.batch_policy.select_batch` chooses
@@ -280,6 +314,8 @@ class Batcher:
             self._queue.popleft()  # the head (live, so the first in the deque)
         for unit in batch:
             unit.request.queued -= 1
+            unit.request.queued_tokens -= unit.tokens.cost
+            self._queued_tokens -= unit.tokens.cost
         self._queued -= len(batch)
         if len(batch) > 1:
             taken = {id(u) for u in batch}
@@ -324,27 +360,32 @@ class Batcher:
                 self._dirty = False
                 release_freed_memory()
 
-    def _running(self, delta: int) -> None:
+    def _running(self, units: int, tokens: int) -> None:
         with self._cond:
-            self.running += delta
+            self.running += units
+            self._running_tokens += tokens
 
-    def _pass(self, batch: list[_Unit]) -> tuple[Any, float]:
+    def _pass(self, batch: list[_Unit], tokens: int) -> tuple[Any, float]:
         """One forward pass inside the device's gate: the outputs and the seconds it took."""
-        self._running(len(batch))
+        self._running(len(batch), tokens)
         try:
             with self._gate.entered(self._weight) as passes:
                 if self._prepare is not None:
                     self._prepare(passes)
+                side_by_side = self._in_pass  # this model's passes running now, this one included
                 started = time.perf_counter()
                 outputs = self._forward([u.tokens for u in batch])
-                return outputs, time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                self.estimator.observe_pass(tokens, seconds, side_by_side)
+                return outputs, seconds
         finally:
-            self._running(-len(batch))
+            self._running(-len(batch), -tokens)
 
     def _run(self, batch: list[_Unit]) -> None:
         requests = {id(u.request): u.request for u in batch}.values()
+        tokens = sum(u.tokens.cost for u in batch)
         try:
-            outputs, seconds = self._pass(batch)
+            outputs, seconds = self._pass(batch, tokens)
             if len(outputs) != len(batch):
                 raise RuntimeError(f"forward gave {len(outputs)} outputs for {len(batch)} inputs. This is a bug.")
         except EmbedServeError as exc:
@@ -355,7 +396,7 @@ class Batcher:
             self._fail(requests, InferenceFailed(f"model '{self.model_id}' failed to compute this request"))
             return
         if self._observer is not None:
-            self._observer(len(batch), sum(u.tokens.cost for u in batch), seconds)
+            self._observer(len(batch), tokens, seconds)
         finished = []
         with self._cond:  # a request split over passes on two batch threads meets itself here
             self.batches += 1
@@ -386,8 +427,8 @@ class Batcher:
             self._closed = True
             pending = {id(u.request): u.request for u in self._queue}.values()
             for request in pending:
-                request.queued = 0
+                request.queued = request.queued_tokens = 0
             self._queue.clear()
-            self._queued = 0
+            self._queued = self._queued_tokens = 0
             self._cond.notify_all()
         self._fail(pending, ModelUnavailable(f"model '{self.model_id}' was unloaded", param="model"))

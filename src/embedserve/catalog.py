@@ -33,6 +33,9 @@ Format (the seed's, extended; every field but ``name`` and ``type`` is optional)
         trust_remote_code: false
         revision: <git revision>      # hub models only
         max_inputs: <n>               # per request; default: the server-wide limit
+        long_inputs: truncate         # truncate | error | chunk: what a request that does not say gets
+                                      # for an input longer than max_length (docs/long-inputs.md)
+        chunk_overlap: 32             # long_inputs chunk: tokens shared by consecutive windows
         description: <text>           # shown in the model listing
         default: false                # the model a request of this type gets when it names none
                                       # (at most one per type; else the first of the type)
@@ -86,6 +89,7 @@ ModelType = Literal["embeddings", "sparse-embeddings", "multi-vector", "rerank"]
 Backend = Literal["torch", "onnx", "openvino"]
 Quantize = Literal["none", "int8"]
 Dtype = Literal["float32", "float16", "bfloat16"]
+LongInputs = Literal["truncate", "error", "chunk"]
 MODEL_TYPES: tuple[str, ...] = ("embeddings", "sparse-embeddings", "multi-vector", "rerank")
 ENGINES: dict[str, tuple[str, ...]] = {  # the first of each is the type's default
     "embeddings": ("sentence-transformers", "bge-m3", "fake"),
@@ -107,7 +111,9 @@ TORCH_ONLY: dict[tuple[str, str], str] = {
 FUSION = "fusion"
 """The rerank engine that runs no model of its own: it scores with two other catalogue models."""
 # what an entry of engine fusion may set besides its type: the rest belongs to the models it uses
-FUSION_FIELDS = frozenset({"type", "engine", "fuse", "max_inputs", "description", "default", "preload"})
+FUSION_FIELDS = frozenset(
+    {"type", "engine", "fuse", "max_inputs", "description", "default", "preload", "long_inputs", "chunk_overlap"}
+)
 PACKAGE_PREFIX = "package:"
 
 
@@ -193,6 +199,8 @@ class ModelSpec(BaseModel):
     trust_remote_code: bool = False
     revision: str | None = None
     max_inputs: PositiveInt | None = None
+    long_inputs: LongInputs = "truncate"
+    chunk_overlap: NonNegativeInt = 32
     description: str | None = None
     default: bool = False
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
@@ -216,6 +224,11 @@ class ModelSpec(BaseModel):
         # default_prompt may name one of the model's own prompts: checked when the model loads
         if self.dimensions is not None and self.type != "embeddings" and self.engine != "similarity":
             raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
+        if self.long_inputs == "chunk" and (self.type == "multi-vector" or self.engine == "late-interaction"):
+            raise ValueError(
+                "long_inputs: chunk applies to dense and sparse models and the cross-encoder, similarity and fusion "
+                "rerankers; multi-vector models and the late-interaction reranker truncate or refuse"
+            )
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
         torch_only = TORCH_ONLY.get((self.type, self.engine_name))

@@ -33,6 +33,13 @@ def sparse_dot(query: SparseVector, document: SparseVector) -> float:
     return float(np.dot(query.values[qi].astype(np.float64), document.values[di].astype(np.float64)))
 
 
+def cosines(query: npt.NDArray[np.generic], docs: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    """The cosine of ``query`` with each row of ``docs``."""
+    q = np.asarray(query, dtype=np.float64)
+    d = np.asarray(docs, dtype=np.float64)
+    return np.asarray((d @ q) / np.maximum(np.linalg.norm(d, axis=1) * np.linalg.norm(q), 1e-12))
+
+
 def fused_scores(
     query_dense: npt.NDArray[np.generic],
     docs_dense: npt.NDArray[np.generic],
@@ -42,10 +49,24 @@ def fused_scores(
 ) -> npt.NDArray[np.float32]:
     """One score per document (see the module docstring); a query with no sparse weight scores
     by the cosine alone."""
-    q = np.asarray(query_dense, dtype=np.float64)
-    d = np.asarray(docs_dense, dtype=np.float64)
-    cosine = (d @ q) / np.maximum(np.linalg.norm(d, axis=1) * np.linalg.norm(q), 1e-12)
+    cosine = cosines(query_dense, docs_dense)
     norm = float(np.linalg.norm(query_sparse.values.astype(np.float64)))
     sparse = np.array([sparse_dot(query_sparse, doc) for doc in docs_sparse], dtype=np.float64)
     scores = cosine + (sparse_weight * sparse / norm if norm > 0 else 0.0)
+    return np.asarray(scores, dtype=np.float32)
+
+
+def chunked_scores(
+    query_dense: npt.NDArray[np.generic],
+    docs_dense: Sequence[npt.NDArray[np.generic]],
+    query_sparse: SparseVector,
+    docs_sparse: Sequence[Sequence[SparseVector]],
+    sparse_weight: float = DEFAULT_SPARSE_WEIGHT,
+) -> npt.NDArray[np.float32]:
+    """:func:`fused_scores` of documents read in windows: each half of the score is the best of
+    the document's windows for that model (the two models' windows differ, as their lengths do)."""
+    dense = np.array([cosines(query_dense, np.asarray(rows)).max() for rows in docs_dense])
+    norm = float(np.linalg.norm(query_sparse.values.astype(np.float64)))
+    sparse = np.array([max(sparse_dot(query_sparse, w) for w in windows) for windows in docs_sparse])
+    scores = dense + (sparse_weight * sparse / norm if norm > 0 else 0.0)
     return np.asarray(scores, dtype=np.float32)

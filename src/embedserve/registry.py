@@ -4,8 +4,9 @@
 implementations: :class:`LocalModelHandle` (the model in this process) and
 ``deploy.remote.RemoteModelHandle`` (the model in Ray replicas). A request reaches a model in
 two steps: :meth:`ModelHandle.tokenize` (on the shared tokenizer threads of ``tokenizer_pool``:
-fair between requests, bounded, within the deadline; announced to the batcher so a short queue
-waits for it) and :meth:`ModelHandle.submit` (the model's batch
+fair between requests, bounded, within the deadline; first admitted by the batcher, which refuses
+a request that could not be computed before its deadline (``admission``) and has a short queue
+wait for the ones it admits) and :meth:`ModelHandle.submit` (the model's batch
 queue). Loading runs in a thread of its own.
 
 States: ``not_loaded`` (lazy: loads on first use) → ``loading`` → ``ready`` or ``failed``
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import Enum
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer
@@ -37,6 +38,9 @@ from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
 from embedserve.tokenizer_pool import TokenizerPool, chunks
+
+if TYPE_CHECKING:
+    from embedserve.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +67,7 @@ class ModelHandle(Protocol):
     state: ModelState
     error: str | None  # why it failed to load
     load_seconds: float | None
+    cache: EmbeddingCache | None  # the embedding cache ``tasks`` look its inputs up in (set by the registry)
 
     @property
     def queue_depth(self) -> int:
@@ -133,6 +138,7 @@ class LocalModelHandle:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None
         self._loading: asyncio.Task[None] | None = None
         self._family: tuple[Family | None] | None = None  # (detected,) once read
 
@@ -236,11 +242,13 @@ class LocalModelHandle:
         its fair turn and within the request's deadline, announced to the batcher."""
         batcher = await self._batcher()
         ctx = context.current.get()
+        deadline = ctx.deadline if ctx is not None else None
         started = time.perf_counter()
         try:
-            with batcher.incoming(), self._tokenizer_pool.admit(chars, self.id):
-                deadline = ctx.deadline if ctx is not None else None
-                return await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
+            with batcher.incoming(chars, deadline), self._tokenizer_pool.admit(chars, self.id):
+                out = await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
+            batcher.estimator.observe_tokenized(chars, _tokens_of(out))
+            return out
         finally:
             if ctx is not None:
                 ctx.tokenization += time.perf_counter() - started
@@ -258,11 +266,12 @@ class LocalModelHandle:
         started = time.perf_counter()
         out: list[T] = []
         try:
-            with batcher.incoming(), self._tokenizer_pool.admit(total, self.id):
+            with batcher.incoming(total, deadline), self._tokenizer_pool.admit(total, self.id):
                 for chunk in chunks(list(texts)):
                     job = partial(_guarded, self.id, partial(encode, chunk))
                     cost = sum(map(len, chunk)) + prefix_chars * len(chunk)
                     out += await self._tokenizer_pool.run(job, cost, deadline, self.id)
+            batcher.estimator.observe_tokenized(total, _tokens_of(out))
             return out
         finally:
             if ctx is not None:
@@ -363,6 +372,7 @@ class FusionHandle:
         self._dense, self._sparse = dense, sparse
         self._unloaded = False
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None  # unused: its two models look their inputs up in theirs
 
     @property
     def dense(self) -> ModelHandle:
@@ -496,6 +506,12 @@ class Registry:
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
+
+    def use_cache(self, cache: EmbeddingCache | None) -> None:
+        """Look the inputs of every model up in ``cache`` (None: compute every input)."""
+        for handle in self.models.values():
+            if not isinstance(handle, FusionHandle):
+                handle.cache = cache
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""
@@ -653,6 +669,14 @@ class TaskView:
         self._handle.load_seconds = value
 
     @property
+    def cache(self) -> EmbeddingCache | None:
+        return self._handle.cache
+
+    @cache.setter
+    def cache(self, value: EmbeddingCache | None) -> None:
+        self._handle.cache = value
+
+    @property
     def queue_depth(self) -> int:
         return self._handle.queue_depth
 
@@ -694,6 +718,14 @@ class TaskView:
 
     async def close(self) -> None:
         """The model is closed by the registry, not through a view of it."""
+
+
+def _tokens_of(out: object) -> int:
+    """The model work in a tokenization's result: its units' tokens (0 when it is not model work)."""
+    units = getattr(out, "units", out)
+    if not isinstance(units, list):
+        return 0
+    return sum(u.cost for u in units if isinstance(u, Tokens))
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

@@ -146,6 +146,19 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
         ({**FUSED, "r": {**FUSION, "fuse": {"dense": "d"}}}, "model 'r': field 'sparse' is required"),
         ({**FUSED, "r": {**FUSION, "fuse": {"dense": "d", "sparse": "s", "w": 1}}}, "unknown field 'fuse.w'"),
         ({"m": {"name": "a/b", "type": "rerank", "fuse": {"dense": "d", "sparse": "s"}}}, "fuse: applies to engine"),
+        (
+            {"m": {"name": "a/b", "type": "embeddings", "long_inputs": "split"}},
+            "model 'm': field 'long_inputs': 'split' is not allowed; allowed: 'truncate', 'error' or 'chunk'",
+        ),
+        ({"m": {"name": "a/b", "type": "embeddings", "chunk_overlap": -1}}, "model 'm': field 'chunk_overlap'"),
+        (
+            {"m": {"name": "a/b", "type": "multi-vector", "long_inputs": "chunk"}},
+            "model 'm': long_inputs: chunk applies to dense and sparse models and the cross-encoder",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "rerank", "engine": "late-interaction", "long_inputs": "chunk"}},
+            "multi-vector models and the late-interaction reranker truncate or refuse",
+        ),
     ],
 )
 def test_bad_entries_name_id_field_and_choices(models: dict[str, Any], expected: str) -> None:
@@ -210,3 +223,9 @@ def test_fusion_reranker_names_its_models_and_loads_none() -> None:
     assert entry.spec.is_fusion and not catalog.entries["d"].spec.is_fusion
     assert (entry.source.kind, entry.spec.name) == ("catalog", "d + s")
     assert entry.spec.fuse is not None and entry.spec.fuse.sparse_weight == 0.1
+
+
+def test_long_inputs_default_and_on_a_fusion_reranker() -> None:
+    catalog = _parse({**FUSED, "r": {**FUSION, "long_inputs": "chunk", "chunk_overlap": 8}})
+    assert catalog.entries["d"].spec.long_inputs == "truncate" and catalog.entries["d"].spec.chunk_overlap == 32
+    assert (catalog.entries["r"].spec.long_inputs, catalog.entries["r"].spec.chunk_overlap) == ("chunk", 8)

@@ -25,6 +25,7 @@ from embedserve.api.schemas_cohere import (
     RerankV1Request,
     RerankV2Request,
 )
+from embedserve.catalog import LongInputs
 from embedserve.errors import InvalidInput
 from embedserve.model_settings import purpose
 from embedserve.quantization import Precision
@@ -38,10 +39,12 @@ INPUT_TYPE_PROMPTS: dict[str, tuple[str, ...]] = {
     "classification": purpose("classification", of="classification"),
     "clustering": purpose("clustering", of="clustering"),
 }
-TRUNCATE: dict[str, tuple[bool, tasks.Side]] = {
-    "NONE": (False, "right"),
-    "START": (True, "left"),
-    "END": (True, "right"),
+# Cohere's truncate → long_inputs and the end cut; CHUNK is embedserve's (the SDK passes any string)
+TRUNCATE: dict[str, tuple[LongInputs, tasks.Side]] = {
+    "NONE": ("error", "right"),
+    "START": ("truncate", "left"),
+    "END": ("truncate", "right"),
+    "CHUNK": ("chunk", "right"),
 }
 PRECISION: dict[str, Precision] = {
     "float": "float32",
@@ -79,7 +82,8 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
     """Cohere's v1 rerank; also Jina's (``model`` and ``usage`` are in the response)."""
     handle = registry.for_task(body.model, "rerank")
     texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-    result = await tasks.rerank(handle, body.query, texts, tasks.RerankOptions(top_n=body.top_n), limits)
+    options = tasks.RerankOptions(top_n=body.top_n, max_chunks_per_doc=body.max_chunks_per_doc)
+    result = await tasks.rerank(handle, body.query, texts, options, limits)
     results = []
     for i in result.order:
         item: dict[str, Any] = {"index": i, "relevance_score": np.float32(result.scores[i])}
@@ -120,13 +124,16 @@ async def _embed(
     handle = registry.for_task(body.model, "embeddings")
     if body.input_type == "image":
         raise InvalidInput("input_type image is not supported: embedserve embeds texts", param="input_type")
-    truncate, side = TRUNCATE[body.truncate]
+    mode: LongInputs | None = None
+    side: tasks.Side = "right"
+    if body.truncate is not None:
+        mode, side = TRUNCATE[body.truncate]
     prompt = None
     if body.input_type:
         prompt = (await handle.model_settings()).prompt_name_for(INPUT_TYPE_PROMPTS[body.input_type])
     options = tasks.EmbedOptions(
         prompt_name=prompt,
-        truncate=truncate,
+        long_inputs=mode,
         truncation_direction=side,
         dimensions=body.output_dimension if isinstance(body, EmbedV2Request) else None,
         max_tokens=body.max_tokens if isinstance(body, EmbedV2Request) else None,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter
 
-from embedserve import tasks
+from embedserve import long_inputs, tasks
 from embedserve.api.deps import LimitsDep, RegistryDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, usage
@@ -37,7 +37,8 @@ async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, l
         prompt_name=opts.prompt_name,
         top_k=opts.top_k,
         return_tokens=opts.return_tokens,
-        truncate=body.truncate,
+        long_inputs=long_inputs.choose(body.long_inputs, body.truncate),
+        return_chunks=opts.return_chunks,
     )
     result = await tasks.embed_sparse(handle, _as_list(body.input), options, limits)
     data = []
@@ -50,6 +51,11 @@ async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, l
         }
         if result.terms is not None:
             item["tokens"] = result.terms[i]
+        if result.chunks is not None and result.spans is not None:
+            item["chunks"] = [
+                {"indices": v.indices, "values": v.values, "start": start, "end": end}
+                for v, (start, end) in zip(result.chunks[i], result.spans[i], strict=True)
+            ]
         data.append(item)
     return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": usage(result.tokens)})
 
@@ -60,7 +66,11 @@ async def create_rerank(body: RerankRequest, registry: RegistryDep, limits: Limi
     if body.top_k is not None and body.top_n is not None and body.top_k != body.top_n:
         raise InvalidInput("top_k and top_n are the same setting; give one, or equal values", param="top_n")
     handle = registry.for_task(body.model, "rerank")
-    options = tasks.RerankOptions(top_n=body.top_n or body.top_k, truncate=body.truncate)
+    options = tasks.RerankOptions(
+        top_n=body.top_n or body.top_k,
+        long_inputs=long_inputs.choose(body.long_inputs, body.truncate),
+        max_chunks_per_doc=body.max_chunks_per_doc,
+    )
     result = await tasks.rerank(handle, body.query, body.documents, options, limits)
     results = []
     for i in result.order:

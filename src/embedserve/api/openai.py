@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from fastapi import APIRouter
 
-from embedserve import tasks
+from embedserve import long_inputs, tasks
 from embedserve.api.deps import LimitsDep, RegistryDep
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, base64_rows, usage
@@ -44,8 +44,14 @@ async def create_embeddings(body: EmbeddingRequest, registry: RegistryDep, limit
     texts = await input_texts(handle, body.input, limits)
     options, encoding = await embed_options(body, handle)
     result = await tasks.embed(handle, texts, options, limits)
-    rows: Any = base64_rows(result.embeddings) if encoding == "base64" else result.embeddings
-    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+
+    def encoded(array: Any) -> Any:
+        return base64_rows(array) if encoding == "base64" else array
+
+    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(encoded(result.embeddings))]
+    if result.chunks is not None and result.spans is not None:
+        for item, rows, spans in zip(data, result.chunks, result.spans, strict=True):
+            item["chunks"] = long_inputs.describe_chunks(spans, encoded(rows), "embedding")
     return FastJSONResponse({"object": "list", "data": data, "model": handle.id, "usage": usage(result.tokens)})
 
 
@@ -103,6 +109,7 @@ async def embed_options(body: EmbeddingRequest, handle: ModelHandle) -> tuple[ta
         prompt_name=prompt_name,
         precision=precision,
         dimensions=body.dimensions,
-        truncate=body.truncate,
+        long_inputs=long_inputs.choose(body.long_inputs, body.truncate),
+        return_chunks=opts.return_chunks,
     )
     return options, encoding

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
+from embedserve.catalog import LongInputs
 from embedserve.quantization import Precision
 from embedserve.registry import ModelState
 
@@ -101,6 +102,11 @@ def is_token_ids(value: str | list[str] | list[int] | list[list[int]]) -> bool:
     return isinstance(value, list) and bool(value) and not isinstance(value[0], str)
 
 
+LONG_INPUTS = (
+    "inputs longer than the model reads: truncate (cut), error (422) or chunk (windows, pooled); "
+    "default: the model's long_inputs (docs/long-inputs.md)"
+)
+
 JinaTask = Literal[
     "retrieval.query",
     "retrieval.passage",
@@ -136,6 +142,9 @@ class EmbeddingOptions(Request):
     prompt: str | None = Field(default=None, description="text put before every input")
     prompt_name: str | None = Field(default=None, description="a prompt of the model: its own or the catalogue's")
     precision: Precision = Field(default="float32", description="float32, int8, uint8, binary or ubinary")
+    return_chunks: bool = Field(
+        default=False, description="long_inputs chunk: also each window's embedding and its span in the input"
+    )
 
 
 class EmbeddingRequest(Request):
@@ -149,7 +158,10 @@ class EmbeddingRequest(Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, description="keep the first N dimensions (Matryoshka)")
     user: str | None = None
-    truncate: bool = Field(default=True, description="false: inputs longer than max_length are a 422")
+    truncate: bool | None = Field(
+        default=None, description="true: long_inputs truncate; false: long_inputs error (inputs past max_length: 422)"
+    )
+    long_inputs: LongInputs | None = Field(default=None, description=LONG_INPUTS)
     options: EmbeddingOptions | None = None
     task: JinaTask | None = Field(default=None, description="Jina: picks the model's prompt of that purpose")
     embedding_type: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] | None = Field(
@@ -164,13 +176,17 @@ class SparseOptions(Request):
     prompt_name: str | None = None
     return_tokens: bool = Field(default=False, description="add the vocabulary string of every index")
     top_k: int | None = Field(default=None, ge=1, description="keep only the k largest weights")
+    return_chunks: bool = Field(
+        default=False, description="long_inputs chunk: also each window's sparse vector and its span in the input"
+    )
 
 
 class SparseRequest(Request):
     input: TextInput
     model: str | None = Field(default=None, description="catalogue id; default: the first sparse-embeddings model")
     user: str | None = None
-    truncate: bool = True
+    truncate: bool | None = Field(default=None, description="true: long_inputs truncate; false: long_inputs error")
+    long_inputs: LongInputs | None = Field(default=None, description=LONG_INPUTS)
     options: SparseOptions | None = None
 
 
@@ -181,7 +197,13 @@ class RerankRequest(Request):
     top_k: int | None = Field(default=None, ge=1, description="return the k best (same as top_n)")
     top_n: int | None = Field(default=None, ge=1, description="return the n best (same as top_k)")
     return_documents: bool = True
-    truncate: bool = True
+    truncate: bool | None = Field(default=None, description="true: long_inputs truncate; false: long_inputs error")
+    long_inputs: LongInputs | None = Field(
+        default=None, description="chunk: a document scores its best window, the query read with each"
+    )
+    max_chunks_per_doc: int | None = Field(
+        default=None, ge=1, description="score each document's first n windows (implies long_inputs chunk)"
+    )
     user: str | None = None
 
 
@@ -190,10 +212,19 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class EmbeddingChunk(BaseModel):
+    """One window of a chunked input (``options.return_chunks``): its embedding and its span."""
+
+    embedding: list[float] | list[int] | str
+    start: int = Field(description="the window's first character in the input")
+    end: int = Field(description="one past its last character")
+
+
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | list[int] | str
+    chunks: list[EmbeddingChunk] | None = Field(default=None, description="options.return_chunks only")
 
 
 class EmbeddingResponse(BaseModel):
@@ -203,12 +234,22 @@ class EmbeddingResponse(BaseModel):
     usage: Usage
 
 
+class SparseChunk(BaseModel):
+    """One window of a chunked input (``options.return_chunks``): its sparse vector and its span."""
+
+    indices: list[int]
+    values: list[float]
+    start: int
+    end: int
+
+
 class SparseEmbedding(BaseModel):
     object: Literal["sparse_embedding"] = "sparse_embedding"
     index: int
     indices: list[int]
     values: list[float]
     tokens: list[str] | None = None
+    chunks: list[SparseChunk] | None = Field(default=None, description="options.return_chunks only")
 
 
 class SparseResponse(BaseModel):

@@ -14,7 +14,7 @@ from embedserve.api.schemas import Request, TextList, _json_type
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
-Truncate = Literal["NONE", "START", "END"]
+Truncate = Literal["NONE", "START", "END", "CHUNK"]
 
 
 def _documents(value: Any, info: ValidationInfo) -> Any:
@@ -50,7 +50,7 @@ class RerankV1Request(Request):
     rank_fields: list[str] | None = Field(default=None, min_length=1, description="object fields to rank on, in order")
     return_documents: bool = Field(default=False, description="add each document to its result (Cohere's default)")
     max_chunks_per_doc: int | None = Field(
-        default=None, ge=1, description="accepted; embedserve truncates a long document instead of chunking it"
+        default=None, ge=1, description="read each document in windows, at most this many; it scores its best"
     )
 
 
@@ -68,7 +68,11 @@ class EmbedV1Request(Request):
     model: str | None = Field(default=None, description="catalogue id; default: the default embeddings model")
     input_type: InputType | None = Field(default=None, description="picks the model's prompt of that purpose")
     embedding_types: list[EmbeddingType] | None = Field(default=None, min_length=1)
-    truncate: Truncate = Field(default="END", description="NONE: refuse over-long texts; START or END: cut there")
+    truncate: Truncate | None = Field(
+        default=None,
+        description="NONE: refuse over-long texts; START or END: cut there; CHUNK (embedserve's): windows, pooled; "
+        "default: the model's long_inputs (END unless the catalogue says otherwise)",
+    )
 
 
 class EmbedV2Request(EmbedV1Request):

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from embedserve import __version__, tasks
+from embedserve import __version__, long_inputs, tasks
 from embedserve.api import schemas_tei as s
 from embedserve.api.deps import LimitsDep, RegistryDep, SettingsDep
 from embedserve.api.errors import dialect_route
@@ -69,7 +69,7 @@ async def embed(
         normalize=body.normalize,
         prompt_name=body.prompt_name,
         dimensions=body.dimensions,
-        truncate=body.truncate is not False,
+        long_inputs=long_inputs.choose(None, body.truncate),
         truncation_direction=_side(body.truncation_direction),
     )
     result = await tasks.embed(handle, texts, options, limits, param="inputs")
@@ -86,7 +86,7 @@ async def embed_sparse(
     texts = await input_texts(handle, body.inputs, limits, "inputs")
     options = tasks.SparseOptions(
         prompt_name=body.prompt_name,
-        truncate=body.truncate is not False,
+        long_inputs=long_inputs.choose(None, body.truncate),
         truncation_direction=_side(body.truncation_direction),
     )
     result = await tasks.embed_sparse(handle, texts, options, limits, param="inputs")
@@ -104,7 +104,7 @@ async def rerank(
     """``[{"index", "score", "text"?}, ...]``, highest score first."""
     handle = _handle(registry, "rerank", body.model, x_model)
     options = tasks.RerankOptions(
-        truncate=body.truncate is not False,
+        long_inputs=long_inputs.choose(None, body.truncate),
         truncation_direction=_side(body.truncation_direction),
         raw_scores=body.raw_scores,
     )
@@ -128,7 +128,7 @@ async def similarity(
     params = body.parameters or s.SimilarityParameters()
     options = tasks.EmbedOptions(
         prompt_name=params.prompt_name,
-        truncate=params.truncate is not False,
+        long_inputs=long_inputs.choose(None, params.truncate),
         truncation_direction=_side(params.truncation_direction),
     )
     scores, tokens = await tasks.similarity(

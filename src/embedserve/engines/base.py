@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens
+from embedserve.engines.tokenization import Side, TextTokenizer, Token, Tokens, Windows
+from embedserve.errors import InvalidInput
 from embedserve.model_settings import ModelConfig
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "SparseVector",
     "Token",
     "Tokens",
+    "Windows",
 ]
 
 
@@ -116,6 +118,18 @@ class TextEngine(Engine):
         inputs = [prompt + t for t in texts] if prompt else list(texts)
         return self.tokenizer.encode(inputs, side, group=self.prompt_group(prompt), limit=limit)
 
+    def window_texts(
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        overlap: int,
+        limit: int | None = None,
+        task: str | None = None,
+    ) -> list[Windows]:
+        """Each text in windows of ``limit`` tokens (``long_inputs: chunk``), the prompt in every
+        window, as :meth:`encode_texts` would read each window on its own."""
+        return self.tokenizer.windows(texts, prompt, overlap, group=self.prompt_group(prompt), limit=limit)
+
     @property
     def tasks(self) -> tuple[str, ...]:
         """Sides with a pipeline of their own (a Router's routes) that a request may name as its
@@ -158,9 +172,26 @@ class RerankEngine(Engine):
     ) -> RerankUnits:
         """The units to compute for this query and its documents (each cut to ``doc_limit`` tokens)."""
 
+    def window_pairs(
+        self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
+    ) -> tuple[list[Tokens], list[Windows]]:
+        """For a chunked rerank: the query-only units (see :meth:`encode_pairs`), then each
+        document's windows, each scored as a document of its own by :meth:`scores`."""
+        raise InvalidInput(
+            f"this reranker ({type(self).__name__}) cannot read a document in windows; send long_inputs truncate",
+            param="long_inputs",
+        )
+
     @abstractmethod
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         """One row (or one raw score) per unit."""
+
+    def embedding_prompts(self) -> tuple[str | None, str | None] | None:
+        """For a reranker that embeds the query and each document on its own (a bi-encoder, which
+        must then be a :class:`TextEngine` whose outputs ``scores`` reads, the query's first): the
+        prompts of the two sides, so ``tasks`` can take the embeddings from the cache. None (the
+        default) for one that reads them together (a cross-encoder)."""
+        return None
 
     @abstractmethod
     def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:

@@ -32,7 +32,7 @@ from embedserve.engines.base import (
     SparseVector,
     Tokens,
 )
-from embedserve.engines.tokenization import Side, TextTokenizer
+from embedserve.engines.tokenization import Side, TextTokenizer, Windows
 
 DIMENSION = 32
 MAX_LENGTH = 128
@@ -95,6 +95,11 @@ class FakeRerankEngine(RerankEngine):
         self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
     ) -> RerankUnits:
         return RerankUnits(self.tokenizer.encode_pairs(query, documents, side, doc_limit), query_units=0)
+
+    def window_pairs(
+        self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
+    ) -> tuple[list[Tokens], list[Windows]]:
+        return [], self.tokenizer.pair_windows(query, documents, overlap, doc_limit)
 
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         return np.array([_rng(u).standard_normal() for u in batch], dtype=np.float32)

@@ -23,7 +23,7 @@ from sentence_transformers import SparseEncoder
 from embedserve.catalog import CatalogEntry
 from embedserve.engines.base import SparseEngine, SparseVector, Tokens
 from embedserve.engines.sentence_transformers import _load_kwargs, own_settings, sparse_vectors
-from embedserve.engines.tokenization import Side, TextTokenizer
+from embedserve.engines.tokenization import Side, TextTokenizer, Windows
 
 STATIC_SIDE = "SparseStaticEmbedding"
 
@@ -72,6 +72,18 @@ class RoutedSparseEngine(SparseEngine):
         inputs = [prompt + t for t in texts] if prompt else list(texts)
         group = self.routes.index(route) + 1  # units of one side share a pass
         return self._tokenizers[route].encode(inputs, side, group=group, limit=limit)
+
+    def window_texts(
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        overlap: int,
+        limit: int | None = None,
+        task: str | None = None,
+    ) -> list[Windows]:
+        route = task if task in self._tokenizers else self.default_route
+        group = self.routes.index(route) + 1
+        return self._tokenizers[route].windows(texts, prompt, overlap, group=group, limit=limit)
 
     def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         route = self.routes[batch[0].group - 1]

@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from embedserve.errors import InvalidInput
+
 Side = Literal["right", "left"]
 
 
@@ -59,6 +61,18 @@ class Tokens:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class Windows:
+    """One text split into windows of at most the model's length (``long_inputs: chunk``): one
+    unit per window, each with the prompt (if any) and the model's special tokens, the window's
+    character span in the text, and its weight (the text's tokens in it: no prompt, no special
+    tokens). A text that fits is one window, the unit :meth:`TextTokenizer.encode` would give."""
+
+    units: list[Tokens]
+    spans: list[tuple[int, int]]  # [start, end) in characters of the text (prompt not counted)
+    weights: list[int]
+
+
 class TextTokenizer:
     """Counts, truncates and pads with a Hugging Face fast tokenizer's Rust backend."""
 
@@ -82,6 +96,18 @@ class TextTokenizer:
         self.pad_left = getattr(hf_tokenizer, "padding_side", "right") == "left"
         self._special_single = int(self._raw.num_special_tokens_to_add(False)) if special_tokens else 0
         self._special_pair = int(self._raw.num_special_tokens_to_add(True)) if special_tokens else 0
+        self._frame = self._single_frame()
+        self._pair_frame = self._pair_frame_of()
+
+    def _single_frame(self) -> tuple[list[int], list[int], int, list[int], list[int]]:
+        """What the post-processor puts around one text: the ids and type ids before it, the type id
+        of its tokens, the ids and type ids after it (read off one processed token)."""
+        if not self.special_tokens:
+            return [], [], 0, [], []
+        done = self._raw.post_process(self._raw.encode("a", add_special_tokens=False))
+        at = list(done.special_tokens_mask).index(0)
+        ids, types = list(done.ids), list(done.type_ids)
+        return ids[:at], types[:at], types[at], ids[at + 1 :], types[at + 1 :]
 
     @staticmethod
     def _truncating(backend: Tokenizer, max_length: int, side: str) -> Tokenizer:
@@ -103,6 +129,111 @@ class TextTokenizer:
                 raw.truncate(budget, direction=side)
             done = self._raw.post_process(raw) if self.special_tokens else raw
             out.append(Tokens(done.ids, done.type_ids, original, group))
+        return out
+
+    def _pair_frame_of(self) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int], int, int]:
+        """What the post-processor puts around a pair: ids and type ids before the first text,
+        between the two, after the second; and the type ids of the two texts' tokens."""
+        if not self.special_tokens:
+            return [], [], [], [], [], [], 0, 0
+        one = self._raw.encode("a", add_special_tokens=False)
+        done = self._raw.post_process(one, self._raw.encode("a", add_special_tokens=False))
+        a, b = [i for i, special in enumerate(done.special_tokens_mask) if not special]
+        ids, types = list(done.ids), list(done.type_ids)
+        return ids[:a], types[:a], ids[a + 1 : b], types[a + 1 : b], ids[b + 1 :], types[b + 1 :], types[a], types[b]
+
+    def pair_windows(
+        self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
+    ) -> list[Windows]:
+        """Each document in windows read with the query (a cross-encoder's chunked rerank): the
+        query (cut to half the model's length at most) and as much of the document as the rest
+        holds, consecutive windows sharing ``overlap`` of the document's tokens (at most half a
+        window). ``doc_limit`` first cuts each document as :meth:`encode_pairs` does."""
+        before, before_t, mid, mid_t, after, after_t, kind_a, kind_b = self._pair_frame
+        room = self.max_length - len(before) - len(mid) - len(after)
+        q = self._raw.encode(query, add_special_tokens=False).ids[: max(1, room // 2)]
+        budget = max(1, room - len(q))
+        step = budget - min(overlap, budget // 2)
+        head = before + q + mid
+        head_t = before_t + [kind_a] * len(q) + mid_t
+        out = []
+        for raw in self._raw.encode_batch(list(documents), add_special_tokens=False):
+            ids, offsets = raw.ids, raw.offsets
+            if doc_limit is not None:
+                ids = ids[: max(1, doc_limit - self._special_single)]
+            n = len(ids)
+            units, spans, weights = [], [], []
+            for start in range(0, max(n, 1), step):
+                stop = min(start + budget, n)
+                window = ids[start:stop]
+                units.append(
+                    Tokens(
+                        head + window + after,
+                        head_t + [kind_b] * len(window) + after_t,
+                        len(head) + len(window) + len(after),
+                    )
+                )
+                spans.append((offsets[start][0], offsets[stop - 1][1]) if stop > start else (0, 0))
+                weights.append(stop - start)
+                if stop >= n:
+                    break
+            out.append(Windows(units, spans, weights))
+        return out
+
+    def windows(
+        self,
+        texts: Sequence[str],
+        prompt: str | None,
+        overlap: int,
+        group: int = 0,
+        limit: int | None = None,
+        keep: int | None = None,
+    ) -> list[Windows]:
+        """Each text's tokens in windows of ``limit`` tokens (default and at most: the model's
+        max_length), the prompt and the special tokens counted, consecutive windows sharing
+        ``overlap`` of the text's tokens (at most half a window). The prompt is tokenized with the
+        text, as :meth:`encode` does, and repeated at the start of every window. ``keep``: read
+        only the text's first tokens, as many as a unit of ``keep`` tokens holds (Cohere's
+        ``max_tokens_per_doc``)."""
+        prompt = prompt or ""
+        before, before_types, kind, after, after_types = self._frame
+        length = min(limit or self.max_length, self.max_length) - self._special_single
+        out = []
+        for raw in self._raw.encode_batch([prompt + t for t in texts], add_special_tokens=False):
+            ids, offsets = raw.ids, raw.offsets
+            head = next((i for i, (start, _) in enumerate(offsets) if start >= len(prompt)), len(ids)) if prompt else 0
+            budget = length - head
+            if budget < 1:
+                raise InvalidInput(
+                    f"the prompt takes {head} of the {length + self._special_single} tokens a window holds; "
+                    "no room is left for the text (long_inputs: chunk)",
+                    param="long_inputs",
+                )
+            step = budget - min(overlap, budget // 2)
+            n = len(ids) - head
+            if keep is not None:
+                n = min(n, max(1, keep - self._special_single))
+            units, spans, weights = [], [], []
+            for start in range(0, max(n, 1), step):
+                stop = min(start + budget, n)
+                window = ids[:head] + ids[head + start : head + stop]
+                units.append(
+                    Tokens(
+                        before + window + after,
+                        before_types + [kind] * len(window) + after_types,
+                        len(before) + len(window) + len(after),
+                        group,
+                    )
+                )
+                if stop > start:
+                    first, last = offsets[head + start][0], offsets[head + stop - 1][1]
+                    spans.append((max(0, first - len(prompt)), max(0, last - len(prompt))))
+                else:  # a text of no tokens (only spaces): one window of the prompt alone
+                    spans.append((0, 0))
+                weights.append(stop - start)
+                if stop >= n:
+                    break
+            out.append(Windows(units, spans, weights))
         return out
 
     def encode_pairs(

@@ -1,0 +1,108 @@
+"""Admission by estimated wait: refuse at once (429) a request that could not finish before its deadline.
+
+Each model's batcher keeps one :class:`WaitEstimator`. It learns two rates from the work the
+model really does: the model's throughput in tokens a second (exponentially weighted averages of
+its forward passes' tokens and seconds, the one over the other, so a large pass counts for more
+than a small one; times the passes that ran side by side) and how many characters make a token
+(an exponentially weighted average over the requests tokenized). A new request is known by its characters before it is
+tokenized, so its work and the work ahead of it (tokens queued and in passes, characters being
+tokenized) are both counted in tokens, and the wait is ``(ahead + own) / throughput``.
+
+The verdict (:meth:`WaitEstimator.verdict`):
+
+- no deadline, or nothing ahead of the request: admitted (a request alone is never refused: the
+  request limits bound it, and a retry would find the same empty queue);
+- no throughput measured yet (cold start): admitted while the work ahead is under one full pass
+  per batch thread, so the first passes are measured before a flood is taken in;
+- else admitted when the estimated wait fits in ``HEADROOM`` of the time left to the deadline
+  (the rest covers the estimate's error and the response), refused otherwise, with a
+  ``Retry-After`` of the seconds until enough of the work ahead has drained for it to fit.
+
+The estimate is conservative where it is unsure: until a request has been tokenized, characters
+a token is a low guess (more tokens per character than most text has), and the throughput is what
+the passes delivered at the batch sizes the load gave them (a small pass does fewer tokens a
+second than a full one).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+HEADROOM = 0.6  # of the time left to the deadline, what the estimated wait may fill (a flood slows the passes)
+ALPHA = 0.2  # weight of the newest pass (or tokenized request) in the averages
+CHARS_PER_TOKEN = 3.0  # before any text is tokenized: fewer characters a token than English has (4-5)
+MIN_CHARS_PER_TOKEN = 1.0  # a token never spans less than a character, whatever the tokenizer counted
+MAX_RETRY_AFTER = 3600
+
+
+class WaitEstimator:
+    """One model's throughput and characters-per-token estimates, and the admission verdict on them.
+
+    Thread-safe: passes are observed from batch threads, requests judged on the event loop."""
+
+    def __init__(self, cold_tokens: int) -> None:
+        """``cold_tokens``: the work ahead (tokens) admitted before any pass has been measured."""
+        self.cold_tokens = cold_tokens
+        self.chars_per_token = CHARS_PER_TOKEN
+        self._tokens = 0.0  # weighted averages over the passes: tokens per pass (times side by side)
+        self._seconds = 0.0  # and seconds per pass
+        self._tokenized = False  # chars_per_token is still the guess
+        self._lock = threading.Lock()
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """The model's recent throughput; None before a pass has been measured."""
+        return self._tokens / self._seconds if self._seconds > 0 else None
+
+    def observe_pass(self, tokens: int, seconds: float, side_by_side: int = 1) -> None:
+        """A forward pass of ``tokens`` took ``seconds`` while ``side_by_side`` passes ran."""
+        if tokens <= 0 or seconds <= 0:
+            return
+        work = tokens * max(1, side_by_side)
+        with self._lock:
+            if self._seconds == 0:
+                self._tokens, self._seconds = work, seconds
+            else:
+                self._tokens += ALPHA * (work - self._tokens)
+                self._seconds += ALPHA * (seconds - self._seconds)
+
+    def observe_tokenized(self, chars: int, tokens: int) -> None:
+        """``chars`` characters became ``tokens`` tokens of model work (after truncation)."""
+        if chars <= 0 or tokens <= 0:
+            return
+        ratio = max(MIN_CHARS_PER_TOKEN, chars / tokens)
+        with self._lock:
+            if not self._tokenized:
+                self.chars_per_token, self._tokenized = ratio, True
+            else:
+                self.chars_per_token += ALPHA * (ratio - self.chars_per_token)
+
+    def tokens_for(self, chars: int) -> float:
+        """The tokens ``chars`` characters are expected to make."""
+        return chars / self.chars_per_token
+
+    def wait(self, ahead: float, own: float) -> float | None:
+        """Seconds until a request of ``own`` tokens behind ``ahead`` tokens is computed; None before
+        any pass has been measured."""
+        rate = self.tokens_per_second
+        return None if rate is None else (ahead + own) / rate
+
+    def verdict(self, ahead: float, own: float, seconds_left: float | None) -> int | None:
+        """None to admit the request; else the Retry-After (whole seconds, at least 1) to refuse it with.
+
+        ``ahead``: tokens queued, in passes and being tokenized before it; ``own``: its tokens;
+        ``seconds_left``: to its deadline (None: no deadline)."""
+        if seconds_left is None or ahead <= 0:
+            return None
+        if seconds_left <= 0:
+            return 1
+        rate = self.tokens_per_second
+        if rate is None:
+            return None if ahead < self.cold_tokens else 1
+        budget = HEADROOM * seconds_left
+        if (ahead + own) / rate <= budget:
+            return None
+        # Once this much of the work ahead has drained, the request would fit (arrivals aside).
+        drain = (ahead + own) / rate - budget
+        return min(MAX_RETRY_AFTER, max(1, math.ceil(drain - 1e-9)))  # 2.0000000000000004 s is 2 s
