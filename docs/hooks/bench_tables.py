@@ -86,6 +86,39 @@ def batching_targets(results: Path) -> str:
     return _table(["target", "value", ""], rows)
 
 
+def _speed(results: Path) -> Json:
+    """The ``speed`` section of the last full run, else of the last ``--quick`` run."""
+    speeds: Json = load(results, "batching").get("speed") or load(results, "batching-quick")["speed"]
+    return speeds
+
+
+def batching_speed(results: Path) -> str:
+    """The dense model served on each speed engine against that engine's own in-process ceiling."""
+    rows = []
+    for engine, s in _speed(results).items():
+        cells = [engine]
+        for key, ceiling in (("c32_n1", "ceiling_queries"), ("c4_n32", "ceiling_documents")):
+            cells.append(_num(s[ceiling]["items_per_second"]))
+            served = s.get(key)
+            cells.append(f"{_num(served['items_per_second'])} ({served['ratio_to_ceiling']:.2f})" if served else "—")
+        single = s.get("single_query")
+        cells.append(
+            f"{_num(single['served_p50_ms'], 2)} / {_num(single['encode_p50_ms'], 2)} ({single['gap_ms']:+.2f})"
+            if single
+            else "—"
+        )
+        rows.append(cells)
+    header = [
+        "engine",
+        "ceiling, queries",
+        "c=32, n=1",
+        "ceiling, documents",
+        "c=4, n=32",
+        "c=1 p50 ms: served / in-process (gap)",
+    ]
+    return _table(header, rows)
+
+
 def _engines(results: Path, name: str) -> str:
     data = load(results, name)
     rows = data["rows"]
@@ -386,6 +419,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "batching": batching,
     "batching-ceilings": batching_ceilings,
     "batching-targets": batching_targets,
+    "batching-speed": batching_speed,
     "engines": engines,
     "engines-passes": engines_passes,
     "quality": quality,
