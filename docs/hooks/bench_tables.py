@@ -179,6 +179,36 @@ def eval_scifact_run(results: Path) -> str:
     return _table(["dataset", "documents", "queries", "models", "database"], rows)
 
 
+def long_inputs(results: Path) -> str:
+    """nDCG@10 on SciFact through ``embedserve eval``, long inputs truncated and chunked (``bench/long_inputs.py``)."""
+    data = load(results, "long_inputs")
+    runs, info = data["runs"], data["data"]
+    rows = []
+    for method, cut in runs["truncate"]["metrics"].items():
+        chunked = runs["chunk"]["metrics"][method]
+        diff = chunked["ndcg@10"] - cut["ndcg@10"]
+        rows.append(
+            [
+                method,
+                f"{cut['ndcg@10']:.2f}",
+                f"{chunked['ndcg@10']:.2f} ({diff:+.2f})",
+                f"{cut['recall@100']:.2f} / {chunked['recall@100']:.2f}",
+            ]
+        )
+    longer = ", ".join(
+        f"`{name}`: {d['longer']:,} longer than {d['max_length']} tokens" for name, d in info["long_documents"].items()
+    )
+    seconds = ", ".join(f"{mode} {run['embed_corpus_seconds']:,.0f} s" for mode, run in runs.items())
+    rerank = ", ".join(f"{mode} {run['rerank_p50_ms']:,.0f} ms" for mode, run in runs.items())
+    note = (
+        f"{info['dataset']}: {info['queries']:,} test queries, {info['documents']:,} documents ({longer}); "
+        f"hybrid results reranked: top {info['rerank_top']}. Corpus embedded in: {seconds}; "
+        f"rerank p50: {rerank}."
+    )
+    header = ["method", "nDCG@10 truncate", "nDCG@10 chunk (diff)", "Recall@100 truncate / chunk"]
+    return _table(header, rows) + "\n\n" + note
+
+
 def figures(results: Path) -> str:
     """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
     rows = []
@@ -317,6 +347,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "eval-scifact-run": eval_scifact_run,
     "figures": figures,
     "gpu": gpu,
+    "long-inputs": long_inputs,
     "overload": overload,
     "first-token-engines": first_token_engines,
     "gpu-correctness": gpu_correctness,

@@ -224,8 +224,11 @@ class ModelSpec(BaseModel):
         # default_prompt may name one of the model's own prompts: checked when the model loads
         if self.dimensions is not None and self.type != "embeddings" and self.engine != "similarity":
             raise ValueError("dimensions: applies to type embeddings and the similarity rerank engine")
-        if self.long_inputs == "chunk" and self.type == "multi-vector":
-            raise ValueError("long_inputs: chunk applies to dense, sparse and rerank models; multi-vector models cut")
+        if self.long_inputs == "chunk" and (self.type == "multi-vector" or self.engine == "late-interaction"):
+            raise ValueError(
+                "long_inputs: chunk applies to dense and sparse models and the cross-encoder, similarity and fusion "
+                "rerankers; multi-vector models and the late-interaction reranker truncate or refuse"
+            )
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ValueError(f"device: '{self.device}' is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
         torch_only = TORCH_ONLY.get((self.type, self.engine_name))

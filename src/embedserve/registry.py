@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import Enum
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer
@@ -38,6 +38,9 @@ from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
 from embedserve.tokenizer_pool import TokenizerPool, chunks
+
+if TYPE_CHECKING:
+    from embedserve.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +67,7 @@ class ModelHandle(Protocol):
     state: ModelState
     error: str | None  # why it failed to load
     load_seconds: float | None
+    cache: EmbeddingCache | None  # the embedding cache ``tasks`` look its inputs up in (set by the registry)
 
     @property
     def queue_depth(self) -> int:
@@ -134,6 +138,7 @@ class LocalModelHandle:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None
         self._loading: asyncio.Task[None] | None = None
         self._family: tuple[Family | None] | None = None  # (detected,) once read
 
@@ -367,6 +372,7 @@ class FusionHandle:
         self._dense, self._sparse = dense, sparse
         self._unloaded = False
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None  # unused: its two models look their inputs up in theirs
 
     @property
     def dense(self) -> ModelHandle:
@@ -500,6 +506,12 @@ class Registry:
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
+
+    def use_cache(self, cache: EmbeddingCache | None) -> None:
+        """Look the inputs of every model up in ``cache`` (None: compute every input)."""
+        for handle in self.models.values():
+            if not isinstance(handle, FusionHandle):
+                handle.cache = cache
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""
@@ -655,6 +667,14 @@ class TaskView:
     @load_seconds.setter
     def load_seconds(self, value: float | None) -> None:
         self._handle.load_seconds = value
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        return self._handle.cache
+
+    @cache.setter
+    def cache(self, value: EmbeddingCache | None) -> None:
+        self._handle.cache = value
 
     @property
     def queue_depth(self) -> int:

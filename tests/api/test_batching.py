@@ -82,7 +82,7 @@ async def test_work_that_would_miss_its_deadline_is_refused_with_retry_after_in_
 
 
 async def test_a_request_bigger_than_the_queue_is_413_not_429(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/embeddings", json={"model": "queued", "input": ["x"] * 5})
+    response = await client.post("/api/v1/embeddings", json={"model": "queued", "input": [f"x{i}" for i in range(5)]})
     assert response.status_code == 413
     assert "queues at most 4" in response.json()["error"]["message"]
 

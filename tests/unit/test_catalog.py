@@ -153,7 +153,11 @@ def test_relative_path_is_relative_to_catalog(tmp_path: Path) -> None:
         ({"m": {"name": "a/b", "type": "embeddings", "chunk_overlap": -1}}, "model 'm': field 'chunk_overlap'"),
         (
             {"m": {"name": "a/b", "type": "multi-vector", "long_inputs": "chunk"}},
-            "model 'm': long_inputs: chunk applies to dense, sparse and rerank models",
+            "model 'm': long_inputs: chunk applies to dense and sparse models and the cross-encoder",
+        ),
+        (
+            {"m": {"name": "a/b", "type": "rerank", "engine": "late-interaction", "long_inputs": "chunk"}},
+            "multi-vector models and the late-interaction reranker truncate or refuse",
         ),
     ],
 )

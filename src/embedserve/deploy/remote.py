@@ -28,6 +28,7 @@ import numpy as np
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
+from embedserve.cache import EmbeddingCache
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import (
     DenseEngine,
@@ -71,6 +72,7 @@ class RemoteModelHandle:
         self.state = ModelState.NOT_LOADED
         self.error: str | None = None
         self.load_seconds: float | None = None  # the replicas' own, in their info
+        self.cache: EmbeddingCache | None = None  # the ingress's (set by the registry)
         self._deployment = deployment
         self._registry = registry
         self._remote_engine: Engine | None = None

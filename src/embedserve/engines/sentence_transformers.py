@@ -185,9 +185,7 @@ class _STModel:
             )
         inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._inputs)
         revision = export.source_revision(export.source_directory(entry))
-        key = export.ExportKey(
-            spec.name, self.task, spec.backend, spec.quantize, revision, inputs, self.export_variant
-        )
+        key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs, self.export_variant)
         path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
@@ -362,6 +360,9 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
     ) -> RerankUnits:
         q = self.encode_texts([query], self.query_prompt, side)
         return RerankUnits(q + self.encode_texts(documents, self.document_prompt, side, doc_limit), query_units=1)
+
+    def embedding_prompts(self) -> tuple[str | None, str | None]:
+        return self.query_prompt, self.document_prompt
 
     def window_pairs(
         self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
