@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "EMBEDSERVE_REQUEST_TIMEOUT": str(args.timeout),
         "EMBEDSERVE_MAX_CONNECTIONS": str(2 * max(c for c, _ in FLOODS.values())),
         "EMBEDSERVE_LOG_LEVEL": "warning",
+        "EMBEDSERVE_CACHE_BYTES": "0",  # every request computed: the floods resend the same bodies
     }
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
