@@ -72,6 +72,7 @@ async def test_work_that_would_miss_its_deadline_is_refused_with_retry_after_in_
             json={"model": "queued", "texts": [long], "input_type": "search_query", "embedding_types": ["float"]},
         )
         tei = await client.post("/embed", json={"model": "queued", "inputs": [long]})
+        tokenized = await client.post("/tokenize", json={"model": "queued", "inputs": [long]})
     finally:
         gate.release(gate.capacity)
         for _ in range(100):  # fast again for the tests after this one
@@ -82,6 +83,7 @@ async def test_work_that_would_miss_its_deadline_is_refused_with_retry_after_in_
     assert "deadline" in openai.json()["error"]["message"] and openai.json()["error"]["code"] == "overloaded"
     assert "deadline" in cohere.json()["message"]
     assert "deadline" in tei.json()["error"] and tei.json()["error_type"] == "Overloaded"
+    assert tokenized.status_code == 200, "/tokenize does no model work: the model's wait does not refuse it"
     assert (await first).status_code == 200 and (await queued).status_code == 200
 
 
