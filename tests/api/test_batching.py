@@ -47,11 +47,12 @@ async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
 
 
 async def test_work_that_would_miss_its_deadline_is_refused_with_retry_after_in_every_dialect(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = app.state.registry
     handle = registry.get("queued")
     await handle.load()
+    monkeypatch.setattr(handle, "cache", None)  # texts an earlier test sent must reach the batch thread held below
     estimator = handle.batcher.estimator
     for _ in range(100):  # the model as measured: 0.3 tokens a second, so within the 60 s deadline's budget
         estimator.observe_pass(3, 10.0)  # (60%: 36 s, 10.8 tokens) a short text may wait, a long one not
