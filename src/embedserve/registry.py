@@ -17,6 +17,7 @@ until it is loaded again. A model that fails to load never stops the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -88,9 +89,10 @@ class ModelHandle(Protocol):
     async def model_settings(self) -> ModelSettings:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         """Run ``fn`` (the engine's tokenization of ``chars`` characters) off the event loop, in its
-        fair turn and within the request's deadline."""
+        fair turn and within the request's deadline. ``compute``: the model computes what it gives
+        (False for ``/tokenize`` and ``/decode``: no admission by the model's wait)."""
 
     async def tokenize_texts(
         self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
@@ -237,17 +239,20 @@ class LocalModelHandle:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         """Run ``fn`` (the engine's tokenization of ``chars`` characters) on a tokenizer thread, in
-        its fair turn and within the request's deadline, announced to the batcher."""
+        its fair turn and within the request's deadline; with ``compute``, first admitted by the
+        batcher (429 when the model cannot compute it in time) and announced to it."""
         batcher = await self._batcher()
         ctx = context.current.get()
         deadline = ctx.deadline if ctx is not None else None
         started = time.perf_counter()
         try:
-            with batcher.incoming(chars, deadline), self._tokenizer_pool.admit(chars, self.id):
+            announced = batcher.incoming(chars, deadline) if compute else contextlib.nullcontext()
+            with announced, self._tokenizer_pool.admit(chars, self.id):
                 out = await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
-            batcher.estimator.observe_tokenized(chars, _tokens_of(out))
+            if compute:
+                batcher.estimator.observe_tokenized(chars, _tokens_of(out))
             return out
         finally:
             if ctx is not None:
@@ -444,7 +449,7 @@ class FusionHandle:
     async def model_settings(self) -> ModelSettings:
         return self.settings()
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
 
     async def tokenize_texts(
@@ -701,8 +706,8 @@ class TaskView:
     async def model_settings(self) -> ModelSettings:
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
-        return await self._handle.tokenize(fn, chars)
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
+        return await self._handle.tokenize(fn, chars, compute=compute)
 
     async def tokenize_texts(
         self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0

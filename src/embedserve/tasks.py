@@ -719,7 +719,9 @@ async def tokenize(
     prompt = handle.settings(engine).resolve(None, prompt_name)
     check_prefixed(texts, prompt, limits, param, "prompt_name")
     inputs = [prompt + t for t in texts] if prompt else list(texts)
-    return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)))
+    return await handle.tokenize(  # no model work: not admitted by the model's wait
+        lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)), compute=False
+    )
 
 
 async def decode(
@@ -747,7 +749,9 @@ async def decode(
                     f"(ids 0 to {vocab - 1})",
                     param=f"{where}[{j}]",
                 )
-    return await handle.tokenize(lambda: engine.tokenizer.decode(ids, skip_special_tokens), sum(map(len, ids)))
+    return await handle.tokenize(
+        lambda: engine.tokenizer.decode(ids, skip_special_tokens), sum(map(len, ids)), compute=False
+    )
 
 
 async def texts_from_ids(
