@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright.
 export CHROMIUM ?= /usr/bin/chromium
+# The shared embedding cache's tests (tests/*/test_cache_redis.py) start Debian's redis-server.
+export EMBEDSERVE_REDIS_SERVER ?= /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 export HF_HUB_OFFLINE ?= 1
@@ -35,6 +37,10 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=<path>" >&2; exit 1; }
 	$(APT_INSTALL) chromium || { $(SUDO) apt-get update -q && $(APT_INSTALL) chromium; }
 
+$(EMBEDSERVE_REDIS_SERVER):
+	@command -v apt-get >/dev/null || { echo "no $(EMBEDSERVE_REDIS_SERVER) and no apt-get: install redis-server and set EMBEDSERVE_REDIS_SERVER=<path>" >&2; exit 1; }
+	$(APT_INSTALL) redis-server || { $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }
+
 # The reference libraries the multi-vector tests check against (pylate, FlagEmbedding) pin
 # sentence-transformers 5.3 and transformers <= 5.3: a venv of their own, torch pinned first and
 # again with the rest; pylate without its dependencies (fast-plaid, its index, pins torch 2.11).
@@ -59,14 +65,14 @@ container-prereqs:
 run: $(VENV)/.installed
 	$(BIN)/embedserve serve
 
-test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM) container-prereqs
+test: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM) $(EMBEDSERVE_REDIS_SERVER) container-prereqs
 	$(BIN)/ruff check src tests bench docs/hooks
 	$(BIN)/ruff format --check src tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/python -m pytest
 
-test-fast: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM)
+test-fast: $(VENV)/.installed-test $(REFERENCE_VENV)/.installed $(CHROMIUM) $(EMBEDSERVE_REDIS_SERVER)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test

@@ -5,8 +5,12 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
 * the ceiling: in-process ``encode`` / ``predict`` of the same model at its best batch size,
   measured before the served loads and again after them, and the ratios use the mean of the two
   (the machine is shared, its speed drifts; both measurements are in the JSON);
-* one short query served at concurrency 1 and one in-process ``encode`` of it, taking turns
-  (200 each), for the latency target;
+* the speed targets, on the dense model at torch and at onnx-int8 (the default catalogue's engine):
+  each engine's own in-process ceiling (embedserve's tokenizer and forward pass for it, at its best
+  batch size, bench/engines.py; before and after the served loads, the mean), the served loads as
+  ratios to it (c=32 one text a request >= 0.85, c=4 32 documents a request >= 0.9), and one short
+  query served at concurrency 1 against one in-process encode of it, taking turns (200 each):
+  the p50 gap within 2 ms;
 * embedserve over HTTP: 1 input per request at concurrency 1, 8, 32 and 128, and 32 inputs per request
   at concurrency 4; texts/s (pairs/s for rerank) and p50/p99 latency, each as a ratio to the ceiling;
 * Infinity (its own venv, ``make bench-infinity``) under the same load, same texts, same client,
@@ -17,6 +21,9 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
   still be computing what the last load left behind);
 * GET /health latency while embedserve is saturated (concurrency 128);
 * embedserve's RSS before and after 100,000 texts (a fresh server, after the second ceiling);
+* ``--quick``: the speed targets alone (dense, 3 s a load, 20 s with 32 texts a request, Infinity
+  when installed, the torch engine's ceiling standing for the library's), into
+  ``batching-quick.json``;
 * per engine (bench/engines.py): the in-process ceiling and served throughput of torch, onnx,
   onnx-int8, openvino and openvino-int8 on the dense and sparse models, each as a ratio to torch,
   and the target: the default catalogue's dense engine served at concurrency 32 >= 1.5 x torch.
@@ -27,6 +34,7 @@ be had here; speed does not depend on the weights' values). Run from the reposit
     make bench                     # installs what it needs, then: python bench/batching.py
     python bench/batching.py --seconds 5 --skip-infinity --rss-texts 20000
     python bench/batching.py --engines-only                  # the per-engine rows alone
+    python bench/batching.py --quick                         # the speed targets alone
 
 It prints a table and writes ``bench/results/batching.json`` and ``bench/results/batching.png``.
 """
@@ -44,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +77,7 @@ RESULTS = ROOT / "bench/results"
 INFINITY = ROOT / "bench/.venv-infinity/bin/infinity_emb"
 LOADS = [(1, 1), (8, 1), (32, 1), (128, 1), (4, 32)]  # (concurrency, inputs per request)
 BATCH_SIZES = (1, 8, 16, 32, 64)
+TASKS = ("dense", "sparse", "rerank")
 MiB = 1024 * 1024
 
 
@@ -136,7 +145,10 @@ def _best_rate(run: Any, n: int, seconds: float) -> tuple[float, int]:
     return best
 
 
-def ceilings(models: dict[str, Path], queries: list[str], docs: list[str], seconds: float) -> dict[str, Any]:
+def ceilings(
+    models: dict[str, Path], queries: list[str], docs: list[str], seconds: float, tasks: tuple[str, ...] = TASKS
+) -> dict[str, Any]:
+    """``encode`` / ``predict`` of each of ``tasks``' models at its best batch size."""
     from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
 
     dense = SentenceTransformer(str(models["dense"]), device="cpu")
@@ -159,35 +171,33 @@ def ceilings(models: dict[str, Path], queries: list[str], docs: list[str], secon
     out: dict[str, Any] = {}
     for task, model in (("dense", dense), ("sparse", sparse)):
         for name, items in (("queries", queries), ("documents", docs)):
-            rate, bs = _best_rate(encoder(model, items), len(items), seconds)
-            out[f"{task}/{name}"] = {"items_per_second": round(rate, 1), "batch_size": bs}
-    rate, bs = _best_rate(predictor(pairs), len(pairs), seconds)
-    out["rerank/pairs"] = {"items_per_second": round(rate, 1), "batch_size": bs}
+            if task in tasks:
+                rate, bs = _best_rate(encoder(model, items), len(items), seconds)
+                out[f"{task}/{name}"] = {"items_per_second": round(rate, 1), "batch_size": bs}
+    if "rerank" in tasks:
+        rate, bs = _best_rate(predictor(pairs), len(pairs), seconds)
+        out["rerank/pairs"] = {"items_per_second": round(rate, 1), "batch_size": bs}
     return out
 
 
 def single_query_side_by_side(
-    host: str, port: int, model_dir: Path, queries: list[str], n: int = 200
+    host: str, port: int, model: str, encode: Callable[[str], Any], queries: list[str], n: int = 200
 ) -> dict[str, Any]:
-    """One short query served (one request at a time on a kept-alive connection) and one in-process
-    ``encode`` of the same query, taking turns, so both see the same machine: p50 of each and the gap."""
+    """One short query served (one request at a time on a kept-alive connection) and ``encode`` of
+    the same query in-process, taking turns, so both see the same machine: p50 of each and the gap."""
     import http.client
 
-    from sentence_transformers import SentenceTransformer
-
-    dense = SentenceTransformer(str(model_dir), device="cpu")
-    dense.max_seq_length = 256
     connection = http.client.HTTPConnection(host, port, timeout=60)
     served, local = [], []
     try:
         for i, query in enumerate(queries[: n + 20]):
-            body = json.dumps({"model": "dense", "input": query})
+            body = json.dumps({"model": model, "input": query})
             t0 = time.perf_counter()
             connection.request("POST", "/v1/embeddings", body, {"content-type": "application/json"})
             response = connection.getresponse()
             response.read()
             t1 = time.perf_counter()
-            dense.encode([query], show_progress_bar=False)
+            encode(query)
             t2 = time.perf_counter()
             assert response.status == 200, response.status
             if i >= 20:  # warm-up
@@ -201,6 +211,34 @@ def single_query_side_by_side(
         "encode_p50_ms": round(p50_local, 2),
         "gap_ms": round(p50_served - p50_local, 2),
         "queries": len(served),
+    }
+
+
+@contextlib.contextmanager
+def engine_encoder(engine: str) -> Iterator[Callable[[str], Any]]:
+    """One text through embedserve's own ``engine`` for the dense model, in-process: its tokenizer,
+    then its forward pass (what the server's batch thread runs for a lone request)."""
+    from embedserve.engines import create_engine
+
+    made = create_engine(engine_rows.entry("dense", engine))
+    encode = getattr(made, "encode_texts")  # noqa: B009 - dense engines have it
+    try:
+        yield lambda text: made.forward(encode([text], None))
+    finally:
+        made.close()
+
+
+# The dense model's engines the speed targets are checked on: torch, and the default catalogue's.
+SPEED_ENGINES = ("torch", "onnx-int8")
+
+
+def engine_ceilings(queries: list[str], docs: list[str], seconds: float) -> dict[str, Any]:
+    """Each speed engine's in-process ceiling on the dense model (bench/engines.py: its own
+    tokenizer and forward pass at its best batch size), on queries and on documents."""
+    return {
+        f"{engine}/{name}": engine_rows.ceiling("dense", engine, texts, seconds)
+        for engine in SPEED_ENGINES
+        for name, texts in (("queries", queries), ("documents", docs))
     }
 
 
@@ -327,11 +365,15 @@ PATHS = {
 }
 
 
-def quiet_machine(busy: float = 25.0, limit: float = 90.0) -> None:
+QUIET_LIMIT = 90.0  # seconds quiet_machine waits at most (--quick: 5)
+
+
+def quiet_machine(busy: float = 25.0, limit: float | None = None) -> None:
     """Wait (at most ``limit`` seconds) until the machine's CPUs are less than ``busy`` % used: a
     server may still be computing the requests a load left behind (Infinity finishes the queued
     requests of clients that went away), and that work must not fall into the next load's window."""
     started = time.monotonic()
+    limit = QUIET_LIMIT if limit is None else limit
     while psutil.cpu_percent(interval=0.5) >= busy and time.monotonic() - started < limit:
         pass
     waited = time.monotonic() - started
@@ -367,7 +409,7 @@ async def measure_loads(
             payloads,
             concurrency=concurrency,
             items_per_request=per_request,
-            seconds=seconds * (3 if per_request > 1 else 1),  # long requests: a window that holds many
+            seconds=max(seconds * 3, 20.0) if per_request > 1 else seconds,  # long requests: a window that holds many
             probe=probe if use_probe else None,
         )
         row = {"server": server, "task": task, **result.summary()}
@@ -476,37 +518,53 @@ def annotate(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> None:
             row["compared_with"] = ours
 
 
-def targets(
-    rows: list[dict[str, Any]], ceiling: dict[str, Any], rss: dict[str, Any], single: dict[str, Any]
-) -> list[tuple[str, str, bool]]:
-    def row(server: str, task: str, c: int, n: int) -> dict[str, Any] | None:
-        return next(
-            (
-                r
-                for r in rows
-                if (r["server"], r["task"], r["concurrency"], r["items_per_request"]) == (server, task, c, n)
-            ),
-            None,
-        )
+def _row(rows: list[dict[str, Any]], server: str, task: str, c: int, n: int) -> dict[str, Any] | None:
+    key = (server, task, c, n)
+    return next((r for r in rows if (r["server"], r["task"], r["concurrency"], r["items_per_request"]) == key), None)
 
+
+def server_name(engine: str) -> str:
+    """The rows' name of embedserve serving the dense model on ``engine``."""
+    return "embedserve" if engine == "torch" else f"embedserve-{engine}"
+
+
+def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[str, Any]) -> dict[str, Any]:
+    """Per speed engine: its in-process ceilings, the served loads as ratios to them (32 one-text
+    requests at a time against the queries' ceiling, 4 requests of 32 documents against the
+    documents'), and one request at a time against one in-process encode."""
+    out: dict[str, Any] = {}
+    for engine in SPEED_ENGINES:
+        queries, docs = ceilings.get(f"{engine}/queries"), ceilings.get(f"{engine}/documents")
+        if queries is None or docs is None:
+            continue
+        entry: dict[str, Any] = {"ceiling_queries": queries, "ceiling_documents": docs}
+        for c, n, top in ((32, 1, queries), (4, 32, docs), (1, 1, queries)):
+            r = _row(rows, server_name(engine), "dense", c, n)
+            if r is not None:
+                ratio = round(r["items_per_second"] / top["items_per_second"], 3)
+                entry[f"c{c}_n{n}"] = {"items_per_second": r["items_per_second"], "ratio_to_ceiling": ratio}
+        if engine in singles:
+            entry["single_query"] = singles[engine]
+        out[engine] = entry
+    return out
+
+
+def targets(rows: list[dict[str, Any]], speeds: dict[str, Any], rss: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out = []
-    r = row("embedserve", "dense", 32, 1)
-    if r:
-        out.append(
-            (
-                "dense, 1 text/request, c=32: >= 0.85 x ceiling",
-                f"{r['ratio_to_ceiling']}",
-                r["ratio_to_ceiling"] >= 0.85,
+    for engine, s in speeds.items():
+        if "c32_n1" in s:
+            ratio = s["c32_n1"]["ratio_to_ceiling"]
+            out.append(
+                (f"dense {engine}, 1 text/request, c=32: >= 0.85 x its in-process ceiling", f"{ratio}", ratio >= 0.85)
             )
-        )
-    r = row("embedserve", "dense", 4, 32)
-    if r:
-        out.append(
-            ("dense, 32 texts/request, c=4: >= 0.9 x ceiling", f"{r['ratio_to_ceiling']}", r["ratio_to_ceiling"] >= 0.9)
-        )
-    if single:  # measured side by side (single_query_side_by_side)
-        gap = single["gap_ms"]
-        out.append(("dense, c=1 p50 within 5 ms of in-process encode", f"{gap:+.2f} ms", gap <= 5))
+        if "c4_n32" in s:
+            ratio = s["c4_n32"]["ratio_to_ceiling"]
+            out.append(
+                (f"dense {engine}, 32 texts/request, c=4: >= 0.9 x its in-process ceiling", f"{ratio}", ratio >= 0.9)
+            )
+        if "single_query" in s:
+            gap = s["single_query"]["gap_ms"]
+            out.append((f"dense {engine}, c=1: p50 within 2 ms of one in-process encode", f"{gap:+.2f} ms", gap <= 2))
     for task in ("dense", "rerank"):
         for engine in ("infinity-torch", "infinity-optimum"):
             compared = [x for x in rows if x["server"] == engine and x["task"] == task and "embedserve_ratio" in x]
@@ -514,7 +572,7 @@ def targets(
                 low = min(x["embedserve_ratio"] for x in compared)
                 ours = compared[0]["compared_with"]
                 out.append((f"{task}: {ours} >= 1.2 x {engine} on every load (lowest)", f"{low}", low >= 1.2))
-    r = row("embedserve", "dense", 128, 1)
+    r = _row(rows, "embedserve", "dense", 128, 1)
     if r and "health_p99_ms" in r:
         out.append(("/health p99 < 50 ms while saturated", f"{r['health_p99_ms']} ms", r["health_p99_ms"] < 50))
     if rss:
@@ -524,7 +582,9 @@ def targets(
     return out
 
 
-def print_table(rows: list[dict[str, Any]], ceiling: dict[str, Any], checks: list[tuple[str, str, bool]]) -> None:
+def print_table(
+    rows: list[dict[str, Any]], ceiling: dict[str, Any], speeds: dict[str, Any], checks: list[tuple[str, str, bool]]
+) -> None:
     print("\nceiling (in-process, best batch size):")
     for key, value in ceiling.items():
         print(f"  {key:<22} {value}")
@@ -538,6 +598,19 @@ def print_table(rows: list[dict[str, Any]], ceiling: dict[str, Any], checks: lis
             f"{r['items_per_second']:>9} {r['ratio_to_ceiling']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} "
             f"{r.get('embedserve_ratio', ''):>9} {r.get('health_p99_ms', ''):>10}"
         )
+    print("\ndense, each engine against its own in-process ceiling (embedserve's tokenizer + forward):")
+    for engine, s in speeds.items():
+        parts = [
+            f"ceiling {s['ceiling_queries']['items_per_second']}/s (queries), "
+            f"{s['ceiling_documents']['items_per_second']}/s (documents)"
+        ]
+        for key in ("c32_n1", "c4_n32", "c1_n1"):
+            if key in s:
+                parts.append(f"{key} {s[key]['items_per_second']}/s = {s[key]['ratio_to_ceiling']}x")
+        if "single_query" in s:
+            q = s["single_query"]
+            parts.append(f"c=1 p50 {q['served_p50_ms']} ms served vs {q['encode_p50_ms']} ms encode")
+        print(f"  {engine:<10} " + "; ".join(parts))
     print("\ntargets:")
     for name, value, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")
@@ -577,7 +650,11 @@ def chart(rows: list[dict[str, Any]], ceiling: dict[str, Any], path: Path) -> No
     fig.savefig(path, dpi=110)
 
 
+QUICK = {"seconds": 3.0, "ceiling_seconds": 0.5, "rss_texts": 0, "tasks": "dense", "engine_tasks": "", "single": 60}
+
+
 def main(argv: list[str] | None = None) -> int:
+    global DATA, QUIET_LIMIT  # read by load_texts and quiet_machine
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load (after 1 s warm-up)")
     parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per batch size, in-process")
@@ -587,8 +664,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(engine_rows.ENGINES), help="engines compared (default: all)")
     parser.add_argument("--engine-tasks", default="dense,sparse", help="tasks of the per-engine rows (empty: none)")
     parser.add_argument("--engines-only", action="store_true", help="only the per-engine rows")
-    parser.add_argument("--out", type=Path, default=RESULTS / "batching.json")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the speed targets only: dense, 3 s a load, no RSS check, no per-engine rows; "
+        "writes batching-quick.json unless --out is given",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/batching.json")
+    parser.add_argument("--data", type=Path, default=DATA, help="the SciFact folder (queries.jsonl, corpus.jsonl.gz)")
     args = parser.parse_args(argv)
+    single_n, quiet_limit = 200, 90.0
+    if args.quick:
+        args.seconds, args.ceiling_seconds, args.rss_texts = QUICK["seconds"], QUICK["ceiling_seconds"], 0
+        args.tasks, args.engine_tasks, single_n, quiet_limit = QUICK["tasks"], "", QUICK["single"], 5.0
+    if args.out is None:
+        args.out = RESULTS / ("batching-quick.json" if args.quick else "batching.json")
+    DATA, QUIET_LIMIT = args.data, quiet_limit
     if args.engines_only:
         return engines_main(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -603,11 +694,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="embedserve-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         models = bench_models(tmp)
-        print("measuring the in-process ceiling ...", flush=True)
-        ceiling_before = ceilings(models, queries, docs, args.ceiling_seconds)
+        print("measuring the in-process ceilings ...", flush=True)
+        # --quick: the torch engine's ceiling (below) stands for the library's
+        ceiling_before = {} if args.quick else ceilings(models, queries, docs, args.ceiling_seconds, tuple(tasks))
+        speed_before = engine_ceilings(queries, docs, args.ceiling_seconds) if "dense" in tasks else {}
         rows: list[dict[str, Any]] = []
         rss: dict[str, Any] = {}
-        single: dict[str, Any] = {}
+        singles: dict[str, Any] = {}
         with running_server(catalogue(models, tmp / "models.yaml"), log_path=tmp / "embedserve.log") as server:
             host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
             with contextlib.ExitStack() as stack:
@@ -617,41 +710,61 @@ def main(argv: list[str] | None = None) -> int:
                     else None
                 )
                 if "dense" in tasks:
-                    print("one short query served and in-process, taking turns ...", flush=True)
-                    single = single_query_side_by_side(host, port, models["dense"], queries)
+                    print("one short query served and in-process (torch), taking turns ...", flush=True)
+                    with engine_encoder("torch") as encode:
+                        singles["torch"] = single_query_side_by_side(host, port, "dense", encode, queries, single_n)
                 for task in tasks:  # embedserve and Infinity (torch) take turns on each load
                     turns = [(host, port, "embedserve", True)]
                     if infinity and task != "sparse":
                         turns.append((*infinity, "infinity-torch", False))
                     rows += taking_turns(turns, task, items, args.seconds)
-        # the machine is shared: the ceiling again after the served loads, and the ratios use the mean
-        print("measuring the in-process ceiling again ...", flush=True)
-        ceiling = mean_ceiling(ceiling_before, ceilings(models, queries, docs, args.ceiling_seconds))
-        with running_server(catalogue(models, tmp / "models.yaml"), log_path=tmp / "embedserve-rss.log") as server:
-            if args.rss_texts:
-                print(f"sending {args.rss_texts} texts for the RSS check ...", flush=True)
-                host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
-                rss = asyncio.run(rss_growth(host, port, server.process.pid, queries, args.rss_texts))
-        if use_infinity:  # each at its best engine: embedserve's and Infinity's ONNX, taking turns
-            print(f"embedserve at {BEST}, and exporting ONNX copies for Infinity's optimum engine ...", flush=True)
-            onnx_models = onnx_copies(models, tmp)
+        # embedserve at its best engine (the default catalogue's), and Infinity at its ONNX engine, taking turns
+        best_tasks = [t for t in tasks if t != "sparse"]  # Infinity: one process per model (see infinity_server)
+        if best_tasks:
+            print(f"embedserve at {BEST} ...", flush=True)
+            onnx_models = onnx_copies(models, tmp) if use_infinity else {}
             best = catalogue(models, tmp / f"models-{BEST}.yaml", BEST_ENGINE)
             with running_server(best, log_path=tmp / f"embedserve-{BEST}.log") as server:
                 host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
-                for task in (t for t in tasks if t != "sparse"):  # one process per model (see infinity_server)
-                    log = tmp / f"infinity-optimum-{task}.log"
-                    with infinity_server({task: onnx_models[task]}, "optimum", log) as infinity_onnx:
+                if "dense" in tasks:
+                    print(f"one short query served and in-process ({BEST}), taking turns ...", flush=True)
+                    with engine_encoder(BEST) as encode:
+                        singles[BEST] = single_query_side_by_side(host, port, "dense", encode, queries, single_n)
+                for task in best_tasks:
+                    with contextlib.ExitStack() as stack:
                         turns = [(host, port, f"embedserve-{BEST}", False)]
-                        turns.append((*infinity_onnx, "infinity-optimum", False))
+                        if use_infinity:
+                            log = tmp / f"infinity-optimum-{task}.log"
+                            infinity_onnx = stack.enter_context(
+                                infinity_server({task: onnx_models[task]}, "optimum", log)
+                            )
+                            turns.append((*infinity_onnx, "infinity-optimum", False))
                         rows += taking_turns(turns, task, items, args.seconds)
+        # the machine is shared: the ceilings again after the served loads, and the ratios use the mean
+        print("measuring the in-process ceilings again ...", flush=True)
+        if args.quick:
+            ceiling = {}
+        else:
+            ceiling = mean_ceiling(ceiling_before, ceilings(models, queries, docs, args.ceiling_seconds, tuple(tasks)))
+        speed_ceilings = (
+            mean_ceiling(speed_before, engine_ceilings(queries, docs, args.ceiling_seconds)) if speed_before else {}
+        )
+        if args.rss_texts:
+            with running_server(catalogue(models, tmp / "models.yaml"), log_path=tmp / "embedserve-rss.log") as server:
+                print(f"sending {args.rss_texts} texts for the RSS check ...", flush=True)
+                host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
+                rss = asyncio.run(rss_growth(host, port, server.process.pid, queries, args.rss_texts))
+    if args.quick:
+        ceiling = {f"dense/{name}": speed_ceilings[f"torch/{name}"] for name in ("queries", "documents")}
     annotate(rows, ceiling)
-    checks = targets(rows, ceiling, rss, single)
-    print_table(rows, ceiling, checks)
+    speeds = speed(rows, speed_ceilings, singles)
+    checks = targets(rows, speeds, rss)
+    print_table(rows, ceiling, speeds, checks)
     report = {
         "ceiling": ceiling,
         "rows": rows,
         "rss": rss,
-        "single_query": single,
+        "speed": speeds,
         "targets": [{"target": name, "value": value, "met": ok} for name, value, ok in checks],
         "engines": engine_report(args, items),
     }

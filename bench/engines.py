@@ -52,7 +52,8 @@ def catalogue(tasks: list[str], engines: list[str], path: Path, preload: bool = 
     return path
 
 
-def _entry(task: str, engine: str) -> CatalogEntry:
+def entry(task: str, engine: str) -> CatalogEntry:
+    """The catalogue entry of ``task``'s model on ``engine``."""
     return parse_catalog({"models": {"m": {**TASKS[task], **ENGINES[engine]}}}, Path.cwd()).entries["m"]
 
 
@@ -60,7 +61,7 @@ def ceiling(task: str, engine: str, texts: list[str], seconds: float) -> dict[st
     """Best texts/s over the batch sizes, tokenization included, and the batch-1 latency (p50 ms)."""
     from embedserve.engines import create_engine
 
-    made = create_engine(_entry(task, engine))
+    made = create_engine(entry(task, engine))
     try:
         encode = getattr(made, "encode_texts")  # noqa: B009 - dense and sparse engines both have it
         best = (0.0, 1)

@@ -86,8 +86,8 @@ class LoadResult:
             "requests": self.requests,
             "errors": self.errors,
             "items_per_second": round(self.items_per_second, 1),
-            "p50_ms": round(self.percentile(50), 2),
-            "p99_ms": round(self.percentile(99), 2),
+            "p50_ms": round(self.percentile(50), 2) if self.latencies_ms else None,  # JSON has no NaN
+            "p99_ms": round(self.percentile(99), 2) if self.latencies_ms else None,
         }
 
 

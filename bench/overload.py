@@ -222,11 +222,16 @@ def summarize(result: FloodResult, clients: int, texts: int, seconds: float) -> 
     }
 
 
+def _under(value: float | None, limit: float, row: dict[str, Any]) -> bool:
+    """``value`` under ``limit``; no 429 at all is met only if the flood was answered at all."""
+    return value < limit if value is not None else bool(row["statuses"])
+
+
 def targets(row: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for one flood."""
     refused, health, recovery = row["refused_p99_ms"], row["health_p99_ms"], row["recovery_s"]
     return [
-        ("429 p99 < 50 ms", f"{refused} ms" if refused is not None else "no 429", refused is None or refused < 50),
+        ("429 p99 < 50 ms", f"{refused} ms" if refused is not None else "no 429", _under(refused, 50, row)),
         (
             "no 503 for a passed deadline (steady flood)",
             str(row["deadline_503_steady"]),
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "EMBEDSERVE_REQUEST_TIMEOUT": str(args.timeout),
         "EMBEDSERVE_MAX_CONNECTIONS": str(2 * max(c for c, _ in FLOODS.values())),
         "EMBEDSERVE_LOG_LEVEL": "warning",
+        "EMBEDSERVE_CACHE_BYTES": "0",  # every request computed: the floods resend the same bodies
     }
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:

@@ -86,6 +86,39 @@ def batching_targets(results: Path) -> str:
     return _table(["target", "value", ""], rows)
 
 
+def _speed(results: Path) -> Json:
+    """The ``speed`` section of the last full run, else of the last ``--quick`` run."""
+    speeds: Json = load(results, "batching").get("speed") or load(results, "batching-quick")["speed"]
+    return speeds
+
+
+def batching_speed(results: Path) -> str:
+    """The dense model served on each speed engine against that engine's own in-process ceiling."""
+    rows = []
+    for engine, s in _speed(results).items():
+        cells = [engine]
+        for key, ceiling in (("c32_n1", "ceiling_queries"), ("c4_n32", "ceiling_documents")):
+            cells.append(_num(s[ceiling]["items_per_second"]))
+            served = s.get(key)
+            cells.append(f"{_num(served['items_per_second'])} ({served['ratio_to_ceiling']:.2f})" if served else "—")
+        single = s.get("single_query")
+        cells.append(
+            f"{_num(single['served_p50_ms'], 2)} / {_num(single['encode_p50_ms'], 2)} ({single['gap_ms']:+.2f})"
+            if single
+            else "—"
+        )
+        rows.append(cells)
+    header = [
+        "engine",
+        "ceiling, queries",
+        "c=32, n=1",
+        "ceiling, documents",
+        "c=4, n=32",
+        "c=1 p50 ms: served / in-process (gap)",
+    ]
+    return _table(header, rows)
+
+
 def _engines(results: Path, name: str) -> str:
     data = load(results, name)
     rows = data["rows"]
@@ -209,6 +242,54 @@ def long_inputs(results: Path) -> str:
     return _table(header, rows) + "\n\n" + note
 
 
+def cache(results: Path) -> str:
+    """The embedding cache off and on over the same loads (``bench/cache.py``): p50, p99 and
+    requests a second, with the ratios to the cache off."""
+    data = load(results, "cache")
+    rows = []
+    loads = [("one text a request, half repeating", "all-minilm-l6-v2", data["half_repeat"])]
+    loads += [("rerank, 20 documents from a pool of 300", model, runs) for model, runs in data["rerank"].items()]
+    for label, model, runs in loads:
+        off = runs["off"]
+        for name, run in runs.items():
+            ratio = "" if name == "off" else f" ({off['p50_ms'] / run['p50_ms']:.1f}{TIMES} faster)"
+            rate = "" if name == "off" else f" ({run['requests_per_second'] / off['requests_per_second']:.1f}{TIMES})"
+            hit = "" if run.get("hit_ratio") is None else f"{run['hit_ratio']:.0%}"
+            rows.append(
+                [
+                    label,
+                    f"`{model}`",
+                    name,
+                    f"{_num(run['p50_ms'])}{ratio}",
+                    _num(run["p99_ms"]),
+                    f"{_num(run['requests_per_second'])}{rate}",
+                    hit,
+                ]
+            )
+    header = ["load", "model", "cache", "p50 ms", "p99 ms", "requests/s", "hits"]
+    clients = data["concurrency"]
+    note = f"{data['seconds']:g} s a load, {clients['embeddings']} clients (rerank: {clients['rerank']})"
+    if data.get("quick"):
+        note += " (a `--quick` run: short loads, noisy figures)"
+    return _table(header, rows) + f"\n\n{note}."
+
+
+def cache_memory(results: Path) -> str:
+    """The in-process cache's bound under a long run of unique texts (``bench/cache.py``)."""
+    m = load(results, "cache")["memory"]
+    mib = 2**20
+    rows = [
+        ["bound (`EMBEDSERVE_CACHE_BYTES`)", f"{m['bound_bytes'] / mib:g} MiB"],
+        ["unique texts sent", f"{m['texts']:,} ({m['passes_through_bound']:g}{TIMES} the bound)"],
+        ["most bytes the cache held", f"{m['max_cache_bytes'] / mib:.2f} MiB"],
+        [
+            "server RSS: first sample, cache full, last",
+            f"{m['rss_mib_first']} / {m['rss_mib_at_bound']} / {m['rss_mib_last']} MiB",
+        ],
+    ]
+    return _table(["", ""], rows)
+
+
 def figures(results: Path) -> str:
     """One-line figures: STS through the API, start-up time and memory, a few A/B runs in one process."""
     rows = []
@@ -233,7 +314,7 @@ def figures(results: Path) -> str:
     loads = ", ".join(f"{model} {seconds:.1f} s" for model, seconds in start["load_seconds"].items())
     rows.append(["each model's load at start-up", loads, "`bench/startup.py`"])
     first = load(results, "first_token")
-    speedups = ", ".join(f"{k}: {v['speedup_median']:.2f}{TIMES}" for k, v in first.items())
+    speedups = ", ".join(f"{k}: {v['speedup_median']:.2f}{TIMES}" for k, v in first.items() if "speedup_median" in v)
     rows.append(
         [
             "cross-encoder, first-token last layer against the full one (median speed-up)",
@@ -248,6 +329,53 @@ def figures(results: Path) -> str:
     added = ", ".join(f"{k}: +{v['added_us']:.0f} µs" for k, v in middleware.items())
     rows.append(["the middleware stack's cost per request", added, "`bench/middleware.py`"])
     return _table(["figure", "value", "script"], rows)
+
+
+def first_token_engines(results: Path) -> str:
+    """``bench/first_token.py``: each engine one ~350-token pair at a time, against torch first-token."""
+    data = load(results, "first_token")["engines_one_pair"]
+    rows = [
+        [label, _num(data["pairs_per_second_median"][label], 2), f"{ratio:.2f}{TIMES}"]
+        for label, ratio in data["ratio_to_baseline_median"].items()
+    ]
+    note = f"One pair of {data['pair_tokens']} tokens a forward pass."
+    return _table(["engine, last layer", "pairs/s (median)", f"ratio to {data['baseline']}"], rows) + "\n\n" + note
+
+
+def overload(results: Path) -> str:
+    """The floods of ``bench/overload.py``: each issue-20 target with its measured value."""
+    data = load(results, "overload")
+    rows = []
+    for row in data["floods"].values():
+        texts = row["texts_per_request"]
+        load_ = f"{row['clients']:,} clients {TIMES} {texts} text{'s' if texts > 1 else ''}"
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in row["statuses"].items())
+        refused = "no 429" if row["refused_p99_ms"] is None else f"{row['refused_p99_ms']:.1f} ms"
+        rows.append(
+            [
+                load_,
+                statuses,
+                _num(row["texts_per_second_served"]),
+                refused,
+                str(row["deadline_503_steady"]),
+                f"{row['health_p99_ms']:.1f} ms",
+                f"{row['recovery_s']:.2f} s",
+            ]
+        )
+    header = [
+        "flood",
+        "answers",
+        "texts/s served",
+        "429 p99 (< 50 ms)",
+        "503 at the deadline, steady (0)",
+        "/health p99 (< 50 ms)",
+        "normal service after (< 1 s)",
+    ]
+    note = (
+        f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, "
+        f"{'clients waiting out Retry-After' if data['clients_honour_retry_after'] else 'clients resending at once'}."
+    )
+    return _table(header, rows) + "\n\n" + note
 
 
 def gpu(results: Path) -> str:
@@ -291,6 +419,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "batching": batching,
     "batching-ceilings": batching_ceilings,
     "batching-targets": batching_targets,
+    "batching-speed": batching_speed,
     "engines": engines,
     "engines-passes": engines_passes,
     "quality": quality,
@@ -299,8 +428,12 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "eval-scifact": eval_scifact,
     "eval-scifact-run": eval_scifact_run,
     "figures": figures,
+    "cache": cache,
+    "cache-memory": cache_memory,
     "gpu": gpu,
     "long-inputs": long_inputs,
+    "overload": overload,
+    "first-token-engines": first_token_engines,
     "gpu-correctness": gpu_correctness,
 }
 

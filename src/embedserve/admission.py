@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import threading
 
-HEADROOM = 0.75  # of the time left to the deadline, what the estimated wait may fill
+HEADROOM = 0.6  # of the time left to the deadline, what the estimated wait may fill (a flood slows the passes)
 ALPHA = 0.2  # weight of the newest pass (or tokenized request) in the averages
 CHARS_PER_TOKEN = 3.0  # before any text is tokenized: fewer characters a token than English has (4-5)
 MIN_CHARS_PER_TOKEN = 1.0  # a token never spans less than a character, whatever the tokenizer counted
@@ -105,4 +105,4 @@ class WaitEstimator:
             return None
         # Once this much of the work ahead has drained, the request would fit (arrivals aside).
         drain = (ahead + own) / rate - budget
-        return min(MAX_RETRY_AFTER, max(1, math.ceil(drain)))
+        return min(MAX_RETRY_AFTER, max(1, math.ceil(drain - 1e-9)))  # 2.0000000000000004 s is 2 s

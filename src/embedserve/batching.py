@@ -112,20 +112,27 @@ class _Request:
     def live(self) -> bool:
         return not (self.done or self.cancelled)
 
-    def finish(self, error: BaseException | None = None) -> None:
-        """Resolve the future from a thread; a second call is a no-op."""
-        self.done = True
+
+def _finish_all(requests: Sequence[_Request], error: BaseException | None = None) -> None:
+    """Resolve the requests' futures from a thread: one ``call_soon_threadsafe`` per event loop (a
+    pass finishes many requests; each call wakes the loop through its self-pipe)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+    for request in requests:
+        request.done = True
+        by_loop.setdefault(request.loop, []).append(request)
+    for loop, finished in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            self.loop.call_soon_threadsafe(_resolve, self.future, self.outputs, error)
+            loop.call_soon_threadsafe(_resolve, [(r.future, r.outputs) for r in finished], error)
 
 
-def _resolve(future: asyncio.Future[list[Any]], outputs: list[Any], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(outputs)
-    else:
-        future.set_exception(error)
+def _resolve(futures: list[tuple[asyncio.Future[list[Any]], list[Any]]], error: BaseException | None) -> None:
+    for future, outputs in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(outputs)
+        else:
+            future.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -390,6 +397,7 @@ class Batcher:
             return
         if self._observer is not None:
             self._observer(len(batch), tokens, seconds)
+        finished = []
         with self._cond:  # a request split over passes on two batch threads meets itself here
             self.batches += 1
             self.inputs_computed += len(batch)
@@ -402,14 +410,16 @@ class Batcher:
                 request.outputs[unit.index] = output
                 request.remaining -= 1
                 if request.remaining == 0:
-                    request.finish()
+                    request.done = True  # before the lock is let go: the other batch thread must not finish it too
+                    finished.append(request)
+        _finish_all(finished)
 
     def _fail(self, requests: Iterable[_Request], error: EmbedServeError) -> None:
         with self._cond:
-            for request in requests:
-                if not request.done:
-                    self._drop(request)  # its other units, still queued, will not run
-                    request.finish(error)
+            failed = [request for request in requests if not request.done]
+            for request in failed:
+                self._drop(request)  # its other units, still queued, will not run
+            _finish_all(failed, error)
 
     def close(self) -> None:
         """Stop the thread after its current batch; every queued request fails with 503."""

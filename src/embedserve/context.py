@@ -24,10 +24,20 @@ class RequestContext:
     queue: float = 0.0
     inference: float = 0.0
     tokens: int = 0  # tokens the model computed for this request (after truncation)
+    cache_lookups: int = 0  # inputs looked up in the embedding cache
+    cache_hits: int = 0  # of them, found there (not computed)
     client_gone: bool = False  # the client disconnected before the response started (logged as 499)
 
 
 current: ContextVar[RequestContext | None] = ContextVar("embedserve_request", default=None)
+
+
+def note_cache(lookups: int, hits: int) -> None:
+    """Record inputs looked up in the embedding cache and found there (the ``x-cache-hits`` header)."""
+    ctx = current.get()
+    if ctx is not None:
+        ctx.cache_lookups += lookups
+        ctx.cache_hits += hits
 
 
 def note_model(model_id: str) -> None:

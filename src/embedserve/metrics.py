@@ -16,6 +16,14 @@ nothing in between. Each app has its own ``CollectorRegistry``: nothing global.
     embedserve_queue_depth{model}                             inputs queued now
     embedserve_model_state{model,state}                       1 for the model's current state
     embedserve_model_load_seconds{model}                      seconds its last load took
+    embedserve_cache_hits_total{model,backend}                inputs found in the embedding cache (memory, redis)
+    embedserve_cache_misses_total{model,backend}              inputs looked up there and not found
+    embedserve_cache_evictions_total{model,backend}           entries the in-process cache dropped for room
+    embedserve_cache_errors_total{model,backend}              Redis calls that failed or timed out (then: misses)
+    embedserve_cache_bytes{model,backend}                     bytes the in-process cache holds
+    embedserve_cache_capacity_bytes{backend}                  its bound (cache_bytes)
+
+The cache's counts are kept by the cache itself (plain integers) and read at scrape time too.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from embedserve.batching import Observer
+from embedserve.cache import EmbeddingCache
 from embedserve.registry import ModelState
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -109,6 +118,10 @@ class Metrics:
         """Export queue depth, state and load time of ``models()`` (id → ModelHandle) at scrape time."""
         self.registry.register(_RegistryCollector(models))
 
+    def watch_cache(self, cache: EmbeddingCache) -> None:
+        """Export the embedding cache's counts and size at scrape time."""
+        self.registry.register(_CacheCollector(cache))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -134,3 +147,39 @@ class _RegistryCollector:
         yield depth
         yield state
         yield load
+
+
+class _CacheCollector:
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache, labels = self._cache, ["model", "backend"]
+        hits = CounterMetricFamily("embedserve_cache_hits", "inputs found in the embedding cache", labels=labels)
+        misses = CounterMetricFamily(
+            "embedserve_cache_misses", "inputs looked up in the embedding cache and not found", labels=labels
+        )
+        evictions = CounterMetricFamily(
+            "embedserve_cache_evictions", "entries the in-process cache dropped to make room", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "embedserve_cache_errors", "calls to the shared cache that failed or timed out", labels=labels
+        )
+        held = GaugeMetricFamily("embedserve_cache_bytes", "bytes the in-process embedding cache holds", labels=labels)
+        capacity = GaugeMetricFamily(
+            "embedserve_cache_capacity_bytes", "bytes the in-process embedding cache may hold", labels=["backend"]
+        )
+        for (model, tier), n in cache.counts.hits.items():
+            hits.add_metric([model, tier], n)
+        for (model, tier), n in cache.counts.misses.items():
+            misses.add_metric([model, tier], n)
+        if cache.memory is not None:
+            capacity.add_metric(["memory"], cache.memory.max_bytes)
+            for model, n in cache.memory.bytes_by_model.items():
+                held.add_metric([model, "memory"], n)
+            for model, n in cache.memory.evictions.items():
+                evictions.add_metric([model, "memory"], n)
+        if cache.shared is not None:
+            for model, n in cache.shared.errors.items():
+                errors.add_metric([model, "redis"], n)
+        yield from (hits, misses, evictions, errors, held, capacity)

@@ -17,13 +17,14 @@ until it is loaded again. A model that fails to load never stops the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import Enum
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from embedserve import context
 from embedserve.batching import Batcher, BatchLimits, Observer
@@ -38,6 +39,9 @@ from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
 from embedserve.tokenizer_pool import TokenizerPool, chunks
+
+if TYPE_CHECKING:
+    from embedserve.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +68,7 @@ class ModelHandle(Protocol):
     state: ModelState
     error: str | None  # why it failed to load
     load_seconds: float | None
+    cache: EmbeddingCache | None  # the embedding cache ``tasks`` look its inputs up in (set by the registry)
 
     @property
     def queue_depth(self) -> int:
@@ -84,9 +89,10 @@ class ModelHandle(Protocol):
     async def model_settings(self) -> ModelSettings:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         """Run ``fn`` (the engine's tokenization of ``chars`` characters) off the event loop, in its
-        fair turn and within the request's deadline."""
+        fair turn and within the request's deadline. ``compute``: the model computes what it gives
+        (False for ``/tokenize`` and ``/decode``: no admission by the model's wait)."""
 
     async def tokenize_texts(
         self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
@@ -134,6 +140,7 @@ class LocalModelHandle:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None
         self._loading: asyncio.Task[None] | None = None
         self._family: tuple[Family | None] | None = None  # (detected,) once read
 
@@ -232,17 +239,20 @@ class LocalModelHandle:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         """Run ``fn`` (the engine's tokenization of ``chars`` characters) on a tokenizer thread, in
-        its fair turn and within the request's deadline, announced to the batcher."""
+        its fair turn and within the request's deadline; with ``compute``, first admitted by the
+        batcher (429 when the model cannot compute it in time) and announced to it."""
         batcher = await self._batcher()
         ctx = context.current.get()
         deadline = ctx.deadline if ctx is not None else None
         started = time.perf_counter()
         try:
-            with batcher.incoming(chars, deadline), self._tokenizer_pool.admit(chars, self.id):
+            announced = batcher.incoming(chars, deadline) if compute else contextlib.nullcontext()
+            with announced, self._tokenizer_pool.admit(chars, self.id):
                 out = await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
-            batcher.estimator.observe_tokenized(chars, _tokens_of(out))
+            if compute:
+                batcher.estimator.observe_tokenized(chars, _tokens_of(out))
             return out
         finally:
             if ctx is not None:
@@ -367,6 +377,7 @@ class FusionHandle:
         self._dense, self._sparse = dense, sparse
         self._unloaded = False
         self.load_seconds: float | None = None
+        self.cache: EmbeddingCache | None = None  # unused: its two models look their inputs up in theirs
 
     @property
     def dense(self) -> ModelHandle:
@@ -438,7 +449,7 @@ class FusionHandle:
     async def model_settings(self) -> ModelSettings:
         return self.settings()
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
 
     async def tokenize_texts(
@@ -500,6 +511,12 @@ class Registry:
         self.startup_complete = False
         self.preloaded: list[str] = []  # the models /ready waits for
         self._preload: asyncio.Task[None] | None = None
+
+    def use_cache(self, cache: EmbeddingCache | None) -> None:
+        """Look the inputs of every model up in ``cache`` (None: compute every input)."""
+        for handle in self.models.values():
+            if not isinstance(handle, FusionHandle):
+                handle.cache = cache
 
     def start(self, *, lazy: bool) -> None:
         """Preload (in the background, in catalogue order) every model marked ``preload``."""
@@ -657,6 +674,14 @@ class TaskView:
         self._handle.load_seconds = value
 
     @property
+    def cache(self) -> EmbeddingCache | None:
+        return self._handle.cache
+
+    @cache.setter
+    def cache(self, value: EmbeddingCache | None) -> None:
+        self._handle.cache = value
+
+    @property
     def queue_depth(self) -> int:
         return self._handle.queue_depth
 
@@ -681,8 +706,8 @@ class TaskView:
     async def model_settings(self) -> ModelSettings:
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
-        return await self._handle.tokenize(fn, chars)
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
+        return await self._handle.tokenize(fn, chars, compute=compute)
 
     async def tokenize_texts(
         self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0

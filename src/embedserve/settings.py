@@ -73,6 +73,24 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         description="characters of requests admitted to the tokenizer and not yet tokenized; past it 429",
     )
+    # The embedding cache (docs/cache.md)
+    cache_bytes: NonNegativeInt = Field(
+        default=256 * 1024 * 1024,
+        description="bytes of raw embeddings the in-process cache holds (least recently used out first); "
+        "0: no in-process cache",
+    )
+    cache_url: str | None = Field(
+        default=None,
+        repr=False,  # may hold a password
+        description="a Redis shared by several servers (redis://host:6379/0, rediss:// for TLS); empty: none",
+    )
+    cache_ttl: NonNegativeInt = Field(
+        default=7 * 24 * 3600, description="seconds an embedding stays in Redis; 0: until Redis evicts it"
+    )
+    cache_timeout: PositiveFloat = Field(
+        default=0.1,
+        description="seconds a Redis read or write may take; a slower or absent Redis is a miss (never an error)",
+    )
     playground: bool = Field(default=True, description="serve the browser playground at /playground; false: a 404")
     # Production: keys, limits, deadlines, logs (docs/production.md)
     api_keys: Annotated[list[str], NoDecode] = Field(

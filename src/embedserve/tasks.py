@@ -5,6 +5,12 @@ model's own prompts and the catalogue's, merged: ``model_settings``), tokenizes
 once (the counts give usage and the over-long check when truncation is off; the truncated ids
 go to the batcher), awaits the model's batcher, and post-processes the arrays. Dialects in
 ``api/`` only map their wire fields onto these calls.
+
+Dense and sparse embeddings (and the bi-encoder ``similarity`` reranker's) go through the
+model's embedding cache first (``cache``, when the handle has one): inputs found there skip
+tokenization and the batcher; the rest are computed together, in one submit, and stored.
+Inputs read in windows (``long_inputs: chunk``) are kept pooled, under keys with the windowing
+in them; a request that asks for each window's vector (``return_chunks``) computes them.
 """
 
 from __future__ import annotations
@@ -12,21 +18,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from embedserve import fusion, long_inputs
+from embedserve import context, fusion, long_inputs
+from embedserve.cache import Cached, KeyParts
+from embedserve.cache import keys as cache_keys
 from embedserve.catalog import LongInputs, ModelSpec
 from embedserve.engines.base import (
     DenseEngine,
+    Engine,
     RerankEngine,
     SparseEngine,
     SparseVector,
     TextEngine,
     Token,
     Tokens,
+    Windows,
 )
 from embedserve.engines.base import Side as Side  # re-exported for the API layer
 from embedserve.errors import EmptyInput, InputTooLong, InvalidInput, LimitExceeded
@@ -123,8 +133,18 @@ def check_prefixed(
         )
 
 
+class Counted(Protocol):
+    """A unit's token counts: a tokenized unit (:class:`Tokens`) or a cached output (``cache.Cached``)."""
+
+    @property
+    def original(self) -> int: ...
+
+    @property
+    def cost(self) -> int: ...
+
+
 def used_tokens(
-    units: Sequence[Tokens], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
+    units: Sequence[Counted], max_length: int, truncate: bool, where: Callable[[int], str], model_id: str
 ) -> int:
     """Tokens the model reads (after truncation), or an error naming an over-long input when truncation is off."""
     if not truncate:
@@ -206,14 +226,19 @@ async def model_rows(
     Every text's units go to the batcher in one submit."""
     limit = min(engine.max_length, options.max_tokens or engine.max_length)
     if options.long_inputs != "chunk":
-        units = await handle.tokenize_texts(
+        side = options.truncation_direction
+        inputs = Inputs(
             texts,
-            lambda part: engine.encode_texts(part, prompt, options.truncation_direction, limit, task=task),
+            KeyParts("sparse" if isinstance(engine, SparseEngine) else "dense", prompt, limit, side, task),
+            lambda part: engine.encode_texts(part, prompt, side, limit, task=task),
             len(prompt or ""),
+            _item(param),
         )
-        tokens = used_tokens(units, limit, options.long_inputs == "truncate", _item(param), handle.id)
-        return Rows(list(await handle.submit(units)), tokens)
+        [(outputs, tokens)] = await raw_outputs(handle, engine, [inputs], options.long_inputs == "truncate")
+        return Rows(outputs, tokens)
     overlap = options.chunk_overlap or 0
+    if handle.cache is not None and handle.cache.enabled and not options.return_chunks:
+        return await _cached_chunked_rows(handle, engine, texts, prompt, options, limits, param, task, limit)
     windows = await handle.tokenize_texts(
         texts, lambda part: engine.window_texts(part, prompt, overlap, limit, task=task), len(prompt or "")
     )
@@ -227,6 +252,58 @@ async def model_rows(
     if not options.return_chunks:
         return Rows(rows, chunked.tokens)
     return Rows(rows, chunked.tokens, chunked.split(outputs), chunked.spans)
+
+
+async def _cached_chunked_rows(
+    handle: ModelHandle,
+    engine: TextEngine,
+    texts: Sequence[str],
+    prompt: str | None,
+    options: EmbedOptions | SparseOptions,
+    limits: Limits,
+    param: str,
+    task: str | None,
+    limit: int,
+) -> Rows[Any]:
+    """:func:`model_rows` in windows, through the cache: a text's pooled output is kept under a key
+    that has the windowing (overlap, window cap) in it; the texts not found are windowed, checked
+    against the window caps and computed in one submit. Each window's own output is not kept."""
+    cache = handle.cache
+    assert cache is not None
+    overlap, sparse = options.chunk_overlap or 0, isinstance(engine, SparseEngine)
+    windowing = ("chunk", overlap, options.max_chunks)
+    parts = KeyParts("sparse" if sparse else "dense", prompt, limit, options.truncation_direction, task, windowing)
+    keys = cache_keys(cache.model_key(handle.entry, engine), parts, texts)
+    found = await cache.get_many(keys, handle.id)
+    context.note_cache(len(keys), sum(v is not None for v in found))
+    todo: dict[bytes, int] = {}  # key of each text to compute -> its first index
+    for i, value in enumerate(found):
+        if value is None:
+            todo.setdefault(keys[i], i)
+    missing = [texts[i] for i in todo.values()]
+    windows = await handle.tokenize_texts(
+        missing, lambda part: engine.window_texts(part, prompt, overlap, limit, task=task), len(prompt or "")
+    )
+    windows = long_inputs.first(windows, options.max_chunks)
+    # the caps count the windows to compute, each named by its input's index in the request
+    at = {i: w for i, w in zip(todo.values(), windows, strict=True)}
+    none = Windows([], [], [])
+    long_inputs.Chunked([at.get(i, none) for i in range(len(texts))]).check(
+        limits.max_chunks_per_input, limits.max_chunks_per_request, param
+    )
+    chunked = long_inputs.Chunked(windows)
+    outputs = await handle.submit(chunked.units) if windows else []
+    if not windows:
+        pooled: list[Any] = []
+    elif sparse:
+        pooled = long_inputs.pool_sparse(outputs, chunked)
+    else:
+        pooled = list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
+    costs = [sum(unit.cost for unit in w.units) for w in windows]
+    computed = {key: Cached(row, cost, cost) for key, row, cost in zip(todo, pooled, costs, strict=True)}
+    cache.put_many(list(computed.items()), handle.id)
+    values = [value if value is not None else computed[key] for key, value in zip(keys, found, strict=True)]
+    return Rows([v.output for v in values], sum(v.cost for v in values))
 
 
 async def embed(
@@ -365,6 +442,10 @@ async def rerank(
     assert isinstance(engine, RerankEngine)
     if rerank_mode(options, spec) == "chunk":
         return await _chunked_rerank(handle, engine, query, documents, options, limits, param)
+    if engine.embedding_prompts() is not None:
+        scores, tokens = await _bi_encoder_scores(handle, engine, query, documents, options, param)
+        order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
+        return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
     prepared = await handle.tokenize(
         lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc),
         sum(map(len, documents)) + len(query) * len(documents),
@@ -419,6 +500,105 @@ async def _chunked_rerank(
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
     tokens = sum(u.cost for u in query_units) + chunked.tokens
     return RerankResult(order[: options.top_n] if options.top_n else order, scores, tokens)
+
+
+async def _bi_encoder_scores(
+    handle: ModelHandle, engine: RerankEngine, query: str, documents: Sequence[str], options: RerankOptions, param: str
+) -> tuple[npt.NDArray[np.float32], int]:
+    """A reranker that embeds the query and each document on its own (``similarity``): the
+    embeddings through the cache (:func:`raw_outputs`), the query's and the documents' together."""
+    prompts = engine.embedding_prompts()
+    assert prompts is not None and isinstance(engine, TextEngine)
+    q_prompt, d_prompt = prompts
+    side, cap = options.truncation_direction, options.max_tokens_per_doc
+    d_limit = min(engine.max_length, cap or engine.max_length)
+
+    def group(texts: Sequence[str], prompt: str | None, limit: int, where: Callable[[int], str]) -> Inputs:
+        encode: Callable[[list[str]], list[Tokens]] = lambda part: engine.encode_texts(part, prompt, side, limit)  # noqa: E731
+        # a cap below the model's cuts documents whatever ``truncate`` says (Cohere's max_tokens_per_doc)
+        return Inputs(
+            texts, KeyParts("dense", prompt, limit, side), encode, len(prompt or ""), where, engine.max_length
+        )
+
+    (q_out, q_tokens), (d_out, d_tokens) = await raw_outputs(
+        handle,
+        engine,
+        [
+            group([query], q_prompt, engine.max_length, lambda _: "query"),
+            group(documents, d_prompt, d_limit, _item(param)),
+        ],
+        options.truncate,
+    )
+    # off the event loop: an engine may compute it elsewhere (deploy/: in a Ray replica)
+    scores = await asyncio.to_thread(engine.scores, [*q_out, *d_out], 1, options.raw_scores)
+    return scores, q_tokens + d_tokens
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Texts of one request that share a prompt, token limit and side: looked up, tokenized and
+    checked together (see :func:`raw_outputs`)."""
+
+    texts: Sequence[str]
+    parts: KeyParts  # the key's parts besides the model and the text
+    encode: Callable[[list[str]], list[Tokens]]  # the engine's tokenization of some of the texts
+    prefix_chars: int  # the prompt's length, read before each text
+    where: Callable[[int], str]  # the request field of text i, for errors
+    check_limit: int | None = None  # the over-long check's limit, when not ``parts.limit``
+
+
+async def raw_outputs(
+    handle: ModelHandle, engine: Engine, groups: Sequence[Inputs], truncate: bool
+) -> list[tuple[list[Any], int]]:
+    """Each group's raw model outputs (in its texts' order) and the tokens its inputs read.
+
+    With the handle's cache: the outputs found there; the others tokenized, checked (an over-long
+    input with ``truncate`` false is an error whether it was cached or not), computed in one submit
+    for all groups, then stored; a text repeated within a group is computed once. Without a cache:
+    every text tokenized and computed, as the model's batcher alone would."""
+    cache = handle.cache
+    use_cache = cache is not None and cache.enabled
+    found: list[list[Cached | None]] = [[None] * len(g.texts) for g in groups]
+    keys: list[list[bytes]] = [[] for _ in groups]
+    if cache is not None and use_cache:
+        model = cache.model_key(handle.entry, engine)
+        keys = [cache_keys(model, g.parts, g.texts) for g in groups]
+        flat = await cache.get_many([k for ks in keys for k in ks], handle.id)
+        start = 0
+        for n, g in enumerate(groups):
+            found[n], start = flat[start : start + len(g.texts)], start + len(g.texts)
+        context.note_cache(len(flat), sum(v is not None for v in flat))
+
+    units: list[Tokens] = []
+    slots: list[list[int]] = []  # per group and text: its unit in ``units``, -1 for a hit
+    tokens: list[int] = []
+    for n, g in enumerate(groups):
+        ids: Sequence[bytes | int] = keys[n] if use_cache else range(len(g.texts))
+        todo: dict[bytes | int, int] = {}  # key (or index) of each text to compute -> that text's index
+        for i, value in enumerate(found[n]):
+            if value is None:
+                todo.setdefault(ids[i], i)
+        texts = [g.texts[i] for i in todo.values()]
+        fresh = await handle.tokenize_texts(texts, g.encode, g.prefix_chars) if texts else []
+        at = {key: len(units) + j for j, key in enumerate(todo)}
+        units += fresh
+        slot = [-1 if value is not None else at[ids[i]] for i, value in enumerate(found[n])]
+        counted = [v if v is not None else units[s] for v, s in zip(found[n], slot, strict=True)]
+        tokens.append(used_tokens(counted, g.check_limit or g.parts.limit, truncate, g.where, handle.id))
+        slots.append(slot)
+
+    computed = await handle.submit(units) if units else []
+    if cache is not None and use_cache and units:
+        firsts = {
+            s: key for ks, slot in zip(keys, slots, strict=True) for key, s in zip(ks, slot, strict=True) if s >= 0
+        }
+        cache.put_many(
+            [(key, Cached(computed[s], units[s].cost, units[s].original)) for s, key in firsts.items()], handle.id
+        )
+    return [
+        ([v.output if v is not None else computed[s] for v, s in zip(found[n], slot, strict=True)], tokens[n])
+        for n, slot in enumerate(slots)
+    ]
 
 
 async def _fused_scores(
@@ -539,7 +719,9 @@ async def tokenize(
     prompt = handle.settings(engine).resolve(None, prompt_name)
     check_prefixed(texts, prompt, limits, param, "prompt_name")
     inputs = [prompt + t for t in texts] if prompt else list(texts)
-    return await handle.tokenize(lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)))
+    return await handle.tokenize(  # no model work: not admitted by the model's wait
+        lambda: engine.tokenizer.tokenize(inputs, add_special_tokens), sum(map(len, inputs)), compute=False
+    )
 
 
 async def decode(
@@ -567,7 +749,9 @@ async def decode(
                     f"(ids 0 to {vocab - 1})",
                     param=f"{where}[{j}]",
                 )
-    return await handle.tokenize(lambda: engine.tokenizer.decode(ids, skip_special_tokens), sum(map(len, ids)))
+    return await handle.tokenize(
+        lambda: engine.tokenizer.decode(ids, skip_special_tokens), sum(map(len, ids)), compute=False
+    )
 
 
 async def texts_from_ids(

@@ -21,10 +21,10 @@ import contextlib
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,18 +41,41 @@ class _Job:
     priority: float
     seq: int
     fn: Callable[[], Any] = field(compare=False)
-    future: Future[Any] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    dropped: bool = field(default=False, compare=False)  # its request gave up: skip it if not started
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the event loop: a job's outcome into its future, unless the request has given up."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _time_out(future: asyncio.Future[Any], model_id: str) -> None:
+    if not future.done():
+        future.set_exception(_expired(model_id))
 
 
 class TokenizerPool:
-    """``threads`` daemon threads; at most ``max_pending_chars`` characters admitted at a time."""
+    """``threads`` daemon threads; at most ``max_pending_chars`` characters admitted at a time.
+
+    Per job, the event loop pushes it onto a heap and puts a token on a ``SimpleQueue``, on which
+    an idle thread waits (in C, without the GIL); the thread hands the result back with one
+    ``call_soon_threadsafe``: no ``concurrent.futures`` future, no ``wait_for`` task, no Python-level
+    condition variable on a path that every request takes."""
 
     def __init__(self, threads: int = 1, max_pending_chars: int = 64 * 1024 * 1024) -> None:
         self.max_pending_chars = max_pending_chars
         self.pending_chars = 0
         self._heap: list[_Job] = []
         self._seq = itertools.count()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per job pushed, or per thread at close
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"tokenize-{i}", daemon=True) for i in range(threads)]
         for thread in self._threads:
@@ -62,7 +85,7 @@ class TokenizerPool:
     def admit(self, chars: int, model_id: str) -> Iterator[None]:
         """Count a request's characters as pending for the block; :class:`Overloaded` past the cap
         (a request alone is always admitted: the request limits bound it)."""
-        with self._cond:
+        with self._lock:
             if self.pending_chars and self.pending_chars + chars > self.max_pending_chars:
                 raise Overloaded(
                     f"the tokenizer is busy ({self.pending_chars} characters waiting; model '{model_id}'); "
@@ -72,7 +95,7 @@ class TokenizerPool:
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self.pending_chars -= chars
 
     async def run(self, fn: Callable[[], T], chars: int, deadline: float | None, model_id: str) -> T:
@@ -81,46 +104,50 @@ class TokenizerPool:
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise _expired(model_id)
-        future: Future[T] = Future()
-        job = _Job(now + chars / RATE, next(self._seq), fn, future)
-        with self._cond:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        job = _Job(now + chars / RATE, next(self._seq), fn, loop, future)
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the tokenizer pool is closed")
             heapq.heappush(self._heap, job)
-            self._cond.notify()
-        waiting = asyncio.wrap_future(future)
+        self._wake.put(None)
+        timer = None if deadline is None else loop.call_later(deadline - now, _time_out, future, model_id)
         try:
-            if deadline is None:
-                return await waiting
-            return await asyncio.wait_for(waiting, deadline - now)
-        except TimeoutError:
-            raise _expired(model_id) from None
+            return await future
         finally:
-            future.cancel()  # a job not yet started is skipped (no-op once done)
+            job.dropped = True  # a job not yet started is skipped (no-op once done)
+            if timer is not None:
+                timer.cancel()
 
     def _work(self) -> None:
         while True:
-            with self._cond:
-                while not self._heap and not self._closed:
-                    self._cond.wait()
+            self._wake.get()
+            with self._lock:
                 if self._closed:
                     return
                 job = heapq.heappop(self._heap)
-            if not job.future.set_running_or_notify_cancel():
+            if job.dropped:
                 continue  # its request gave up (deadline, client gone, shutdown)
+            result, error = None, None
             try:
-                job.future.set_result(job.fn())
+                result = job.fn()
             except BaseException as exc:
-                job.future.set_exception(exc)
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
     def close(self) -> None:
         """Cancel the waiting jobs and let the threads end (without waiting for a running job)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             for job in self._heap:
-                job.future.cancel()
+                job.dropped = True
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(job.future.cancel)
             self._heap.clear()
-            self._cond.notify_all()
+        for _ in self._threads:
+            self._wake.put(None)
 
 
 def _expired(model_id: str) -> DeadlineExceeded:

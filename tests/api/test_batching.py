@@ -46,8 +46,50 @@ async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
     assert (await first).status_code == 200 and (await queued).status_code == 200
 
 
+async def test_work_that_would_miss_its_deadline_is_refused_with_retry_after_in_every_dialect(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = app.state.registry
+    handle = registry.get("queued")
+    await handle.load()
+    monkeypatch.setattr(handle, "cache", None)  # texts an earlier test sent must reach the batch thread held below
+    estimator = handle.batcher.estimator
+    for _ in range(100):  # the model as measured: 0.3 tokens a second, so within the 60 s deadline's budget
+        estimator.observe_pass(3, 10.0)  # (60%: 36 s, 10.8 tokens) a short text may wait, a long one not
+    gate = registry.device_gate(handle.engine.device)
+    gate.acquire(gate.capacity)  # hold the batch thread: the work stays ahead of the requests below
+    try:
+        # texts no other test sends: a cached one would not reach the model (the embedding cache)
+        body = {"model": "queued", "input": ["held"]}
+        first = asyncio.ensure_future(client.post("/api/v1/embeddings", json=body))
+        await _until(lambda: handle.batcher.running == 1)
+        body = {"model": "queued", "input": ["queued"]}
+        queued = asyncio.ensure_future(client.post("/api/v1/embeddings", json=body))
+        await _until(lambda: handle.batcher.queue_depth == 1)
+        long = "a text long enough to be refused behind the held work " * 4
+        openai = await client.post("/v1/embeddings", json={"model": "queued", "input": [long]})
+        cohere = await client.post(
+            "/v2/embed",
+            json={"model": "queued", "texts": [long], "input_type": "search_query", "embedding_types": ["float"]},
+        )
+        tei = await client.post("/embed", json={"model": "queued", "inputs": [long]})
+        tokenized = await client.post("/tokenize", json={"model": "queued", "inputs": [long]})
+    finally:
+        gate.release(gate.capacity)
+        for _ in range(100):  # fast again for the tests after this one
+            estimator.observe_pass(1000, 0.001)
+    for refused in (openai, cohere, tei):
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) >= 1  # tokens ahead / 0.3 tokens a second, less the budget
+    assert "deadline" in openai.json()["error"]["message"] and openai.json()["error"]["code"] == "overloaded"
+    assert "deadline" in cohere.json()["message"]
+    assert "deadline" in tei.json()["error"] and tei.json()["error_type"] == "Overloaded"
+    assert tokenized.status_code == 200, "/tokenize does no model work: the model's wait does not refuse it"
+    assert (await first).status_code == 200 and (await queued).status_code == 200
+
+
 async def test_a_request_bigger_than_the_queue_is_413_not_429(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/embeddings", json={"model": "queued", "input": ["x"] * 5})
+    response = await client.post("/api/v1/embeddings", json={"model": "queued", "input": [f"x{i}" for i in range(5)]})
     assert response.status_code == 413
     assert "queues at most 4" in response.json()["error"]["message"]
 

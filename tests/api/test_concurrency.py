@@ -50,8 +50,10 @@ def _assert_close(got: Any, want: Any) -> None:
 
 async def test_health_answers_while_models_compute(client: httpx.AsyncClient) -> None:
     work = [
-        asyncio.ensure_future(client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": ["x"] * 16}))
-        for _ in range(8)
+        asyncio.ensure_future(
+            client.post("/api/v1/embeddings", json={"model": "tiny-dense", "input": [f"x {i} {j}" for j in range(16)]})
+        )
+        for i in range(8)
     ]
     health = await client.get("/health")
     assert health.status_code == 200

@@ -253,3 +253,34 @@ def test_an_openvino_export_sends_no_telemetry(
     for child in multiprocessing.active_children():
         child.join(5)
     assert not lookups.exists(), lookups.read_text()
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_cross_encoder_exports_trace_the_first_token_last_layer_and_equal_predict(
+    tiny_models: dict[str, Path], tmp_path: Path, quantize: str
+) -> None:
+    """The export is of the model with its last layer for the first token only (engines/first_token.py):
+    its key says so (so an export of the full layer is never loaded for it), its graph slices the
+    first token before the last layer's query, and its scores are the library's."""
+    import onnx
+    from sentence_transformers import CrossEncoder
+
+    from embedserve.engines.base import EngineOptions
+
+    entry = _entry(tiny_models, "rerank", backend="onnx", quantize=quantize)
+    engine = create_engine(entry, EngineOptions(cache_dir=tmp_path))
+    try:
+        assert engine.export_variant == "first-token-last-layer"  # type: ignore[attr-defined]
+        prepared = engine.encode_pairs(QUERY, TEXTS)  # type: ignore[attr-defined]
+        got = engine.scores(engine.forward(prepared.units), prepared.query_units)  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+    (entry_dir,) = [p for p in tmp_path.iterdir() if "-cross-encoder-onnx" in p.name]
+    manifest = json.loads((entry_dir / "manifest.json").read_text())
+    assert manifest["key"]["variant"] == "first-token-last-layer"
+    graph = onnx.load(str(entry_dir / "model.onnx")).graph
+    last = [n for n in graph.node if "/encoder/layer.1/" in n.name]
+    query = next(i for i, n in enumerate(last) if "query/MatMul" in n.name)
+    assert any(n.op_type == "Slice" for n in last[:query]), "the last layer's query reads every token"
+    library = CrossEncoder(str(tiny_models["rerank"]), device="cpu").predict([(QUERY, d) for d in TEXTS])
+    np.testing.assert_allclose(got, library, atol=TOLERANCE[quantize])

@@ -62,7 +62,9 @@ def write_catalog(path: Path, tiny_models: dict[str, Path], **extra: Any) -> Pat
     return path
 
 
-SERVER_ENV = {"EMBEDSERVE_API_KEYS": KEY, "EMBEDSERVE_TORCH_THREADS": "1"}
+# The embedding cache small enough to fill during the soak's warm-up: its RSS growth then measures
+# leaks, not the cache growing to its bound (256 MiB by default).
+SERVER_ENV = {"EMBEDSERVE_API_KEYS": KEY, "EMBEDSERVE_TORCH_THREADS": "1", "EMBEDSERVE_CACHE_BYTES": str(4 << 20)}
 
 
 @pytest.fixture(scope="session")

@@ -108,7 +108,9 @@ def test_sigterm_under_more_work_than_the_grace_answers_503_not_500(
                 async def slow_body() -> tuple[str, int, dict[str, object]]:
                     """A body sent at 8 KB/s (above the minimum rate), read as raw HTTP: an answer that
                     comes before the body is complete is read as such."""
-                    payload = json.dumps({"model": "tiny-dense", "input": ["slow " * 2000] * 40}).encode()
+                    payload = json.dumps(
+                        {"model": "tiny-dense", "input": [f"{j} " + "slow " * 1999 for j in range(40)]}
+                    ).encode()
                     port = int(server.url.rsplit(":", 1)[1])
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     head = (

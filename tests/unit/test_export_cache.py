@@ -35,8 +35,10 @@ def test_key_changes_with_every_option() -> None:
         replace(KEY, task="sparse").directory_name(),
         replace(KEY, inputs=("input_ids", "attention_mask", "token_type_ids")).directory_name(),
         replace(KEY, name="package:other").directory_name(),
+        replace(KEY, variant="first-token-last-layer").directory_name(),
     }
-    assert len(names) == 7
+    assert len(names) == 8
+    assert "variant" not in KEY.fields()  # keys without a variant hash as they did before the field
     assert KEY.directory_name() == ExportKey(**KEY.__dict__).directory_name()  # stable
     assert replace(KEY, quantize="int8").directory_name().startswith("some-model-dense-onnx-int8-")
 

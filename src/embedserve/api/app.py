@@ -15,7 +15,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from embedserve import __version__
+from embedserve import __version__, cache
 from embedserve.api import cohere, health, models, multi_vector, native, openai, playground, tei
 from embedserve.api.auth import APIKeyAuth
 from embedserve.api.body_limit import BodyLimits
@@ -61,6 +61,10 @@ def create_app(
                 observer=metrics.observer,
             )
         metrics.watch(lambda: registry.models)
+        embedding_cache = cache.from_settings(settings)
+        registry.use_cache(embedding_cache)
+        if embedding_cache is not None:
+            metrics.watch_cache(embedding_cache)
         app.state.registry = registry
         app.state.limits = Limits.from_settings(settings)
         registry.start(lazy=settings.lazy)
@@ -68,6 +72,8 @@ def create_app(
             yield
         finally:
             await registry.close()
+            if embedding_cache is not None:
+                await embedding_cache.close()
 
     app = FastAPI(
         title="embedserve",

@@ -11,6 +11,8 @@ The outermost middleware. It makes the request's :class:`~embedserve.context.Req
     x-queue-time          milliseconds its inputs waited in the model's queue
     x-inference-time      milliseconds of the forward passes that computed them
     x-compute-tokens      tokens the model computed
+    x-cache-hits          inputs answered from the embedding cache (requests that looked it up)
+    x-cache-lookups       inputs looked up in it (one per input and model: a fusion rerank looks up twice)
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class RequestContextMiddleware:
                     headers.append("x-queue-time", _ms(ctx.queue))
                     headers.append("x-inference-time", _ms(ctx.inference))
                     headers.append("x-compute-tokens", str(ctx.tokens))
+                if ctx.cache_lookups:
+                    headers.append("x-cache-hits", str(ctx.cache_hits))
+                    headers.append("x-cache-lookups", str(ctx.cache_lookups))
             await send(message)
 
         try:

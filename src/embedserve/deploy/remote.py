@@ -28,6 +28,7 @@ import numpy as np
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
+from embedserve.cache import EmbeddingCache
 from embedserve.catalog import Catalog, CatalogEntry
 from embedserve.engines.base import (
     DenseEngine,
@@ -71,6 +72,7 @@ class RemoteModelHandle:
         self.state = ModelState.NOT_LOADED
         self.error: str | None = None
         self.load_seconds: float | None = None  # the replicas' own, in their info
+        self.cache: EmbeddingCache | None = None  # the ingress's (set by the registry)
         self._deployment = deployment
         self._registry = registry
         self._remote_engine: Engine | None = None
@@ -140,7 +142,7 @@ class RemoteModelHandle:
     async def model_settings(self) -> ModelSettings:
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
         """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread; the replica
         tokenizes on its own fair pool."""
         return await asyncio.wrap_future(self._registry.io_pool.submit(fn))

@@ -186,6 +186,13 @@ class RerankEngine(Engine):
     def forward(self, batch: Sequence[Tokens]) -> FloatArray:
         """One row (or one raw score) per unit."""
 
+    def embedding_prompts(self) -> tuple[str | None, str | None] | None:
+        """For a reranker that embeds the query and each document on its own (a bi-encoder, which
+        must then be a :class:`TextEngine` whose outputs ``scores`` reads, the query's first): the
+        prompts of the two sides, so ``tasks`` can take the embeddings from the cache. None (the
+        default) for one that reads them together (a cross-encoder)."""
+        return None
+
     @abstractmethod
     def scores(self, outputs: Any, query_units: int, raw: bool = False) -> FloatArray:
         """Relevance of each document, from the forward outputs of one request's units (the list

@@ -17,7 +17,9 @@ The cache (the server's ``cache_dir`` setting, handed to the engine in
 :class:`~embedserve.engines.base.EngineOptions`; else ``EMBEDSERVE_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/embedserve`` or ``~/.cache/embedserve``) holds one directory per key: model
 name, what the model is (dense, sparse, cross-encoder), a hash of the source's files (its
-revision), backend, quantization, the input names and the versions of the exporting libraries.
+revision), backend, quantization, the input names, the variant of the traced graph (a
+cross-encoder's last layer computed for the first token only, ``first_token``) and the versions
+of the exporting libraries.
 An entry is built in a temporary directory, its files are fsynced and listed with their SHA-256
 in ``manifest.json``, then the directory is renamed into place: a reader sees a whole entry or
 none. Every load checks the manifest and the checksums; an entry that fails the check is removed
@@ -104,11 +106,14 @@ class ExportKey:
     quantize: str
     revision: str
     inputs: tuple[str, ...]
+    variant: str = ""  # a change to the traced graph (a cross-encoder's first-token last layer); "": none
 
     def fields(self) -> dict[str, Any]:
         versions = {d: _version(d) for d in ("torch", "onnxruntime", "openvino", "nncf")}
         scheme = ONNX_INT8 if (self.backend, self.quantize) == ("onnx", "int8") else None
         fields = {"format": FORMAT, **self.__dict__, "inputs": list(self.inputs), "versions": versions}
+        if not self.variant:  # keys without one hash as before they had the field: their exports stay valid
+            del fields["variant"]
         return {**fields, "int8_scheme": scheme}
 
     def directory_name(self) -> str:

@@ -115,6 +115,7 @@ class _STModel:
     runtime: Lanes | None = None
     own_settings: ModelConfig | None = None
     task: str  # what an export of it is: dense, sparse or cross-encoder
+    export_variant = ""  # how the traced graph differs from the model's own (export.ExportKey.variant)
     options: EngineOptions
 
     @property
@@ -184,7 +185,7 @@ class _STModel:
             )
         inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._inputs)
         revision = export.source_revision(export.source_directory(entry))
-        key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs)
+        key = export.ExportKey(spec.name, self.task, spec.backend, spec.quantize, revision, inputs, self.export_variant)
         path = export.ExportCache(self.options.cache_dir).get_or_build(
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
@@ -299,9 +300,11 @@ class CrossEncoderEngine(_STModel, RerankEngine):
         if model.num_labels != 1:
             raise ValueError(f"a reranker needs one output label; this model has {model.num_labels}")
         self._attach(model, _token_limit(model))
-        self._use_backend(entry, "scores")
-        if self.runtime is None and first_token_last_layer(model[0].auto_model, model.tokenizer):
+        # Before the export, so that the exports trace it too (their cache key says so: ``variant``).
+        if first_token_last_layer(model[0].auto_model, model.tokenizer):
+            self.export_variant = "first-token-last-layer"
             log.info("model %s: the last layer is computed for the first token only (all the head reads)", entry.id)
+        self._use_backend(entry, "scores")
 
     def encode_pairs(
         self, query: str, documents: Sequence[str], side: Side = "right", doc_limit: int | None = None
@@ -357,6 +360,9 @@ class SimilarityRerankEngine(_BiEncoder, TextEngine, RerankEngine):
     ) -> RerankUnits:
         q = self.encode_texts([query], self.query_prompt, side)
         return RerankUnits(q + self.encode_texts(documents, self.document_prompt, side, doc_limit), query_units=1)
+
+    def embedding_prompts(self) -> tuple[str | None, str | None]:
+        return self.query_prompt, self.document_prompt
 
     def window_pairs(
         self, query: str, documents: Sequence[str], overlap: int, doc_limit: int | None = None
