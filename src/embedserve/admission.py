@@ -12,8 +12,9 @@ The verdict (:meth:`WaitEstimator.verdict`):
 
 - no deadline, or nothing ahead of the request: admitted (a request alone is never refused: the
   request limits bound it, and a retry would find the same empty queue);
-- no throughput measured yet (cold start): admitted while the work ahead is under one full pass
-  per batch thread, so the first passes are measured before a flood is taken in;
+- no throughput measured yet (cold start): admitted (the queue bound, ``max_queue``, still holds):
+  a burst that arrives before the first pass has finished is no evidence of overload, and a
+  refusal then could not say when to come back;
 - else admitted when the estimated wait fits in ``HEADROOM`` of the time left to the deadline
   (the rest covers the estimate's error and the response), refused otherwise, with a
   ``Retry-After`` of the seconds until enough of the work ahead has drained for it to fit.
@@ -21,7 +22,9 @@ The verdict (:meth:`WaitEstimator.verdict`):
 The estimate is conservative where it is unsure: until a request has been tokenized, characters
 a token is a low guess (more tokens per character than most text has), and the throughput is what
 the passes delivered at the batch sizes the load gave them (a small pass does fewer tokens a
-second than a full one).
+second than a full one). A text the model truncates is never counted as more than the model reads
+(:meth:`WaitEstimator.tokens_for`'s ``cap``), so one huge request being tokenized does not shut
+the model to everyone else.
 """
 
 from __future__ import annotations
@@ -41,9 +44,7 @@ class WaitEstimator:
 
     Thread-safe: passes are observed from batch threads, requests judged on the event loop."""
 
-    def __init__(self, cold_tokens: int) -> None:
-        """``cold_tokens``: the work ahead (tokens) admitted before any pass has been measured."""
-        self.cold_tokens = cold_tokens
+    def __init__(self) -> None:
         self.chars_per_token = CHARS_PER_TOKEN
         self._tokens = 0.0  # weighted averages over the passes: tokens per pass (times side by side)
         self._seconds = 0.0  # and seconds per pass
@@ -68,7 +69,7 @@ class WaitEstimator:
                 self._seconds += ALPHA * (seconds - self._seconds)
 
     def observe_tokenized(self, chars: int, tokens: int) -> None:
-        """``chars`` characters became ``tokens`` tokens of model work (after truncation)."""
+        """``chars`` characters made ``tokens`` tokens (before truncation)."""
         if chars <= 0 or tokens <= 0:
             return
         ratio = max(MIN_CHARS_PER_TOKEN, chars / tokens)
@@ -78,9 +79,11 @@ class WaitEstimator:
             else:
                 self.chars_per_token += ALPHA * (ratio - self.chars_per_token)
 
-    def tokens_for(self, chars: int) -> float:
-        """The tokens ``chars`` characters are expected to make."""
-        return chars / self.chars_per_token
+    def tokens_for(self, chars: int, texts: int = 1, cap: int | None = None) -> float:
+        """The model work ``chars`` characters in ``texts`` texts are expected to make; with ``cap``
+        (the tokens the model reads of one text, when it truncates), at most ``cap`` a text."""
+        tokens = chars / self.chars_per_token
+        return tokens if cap is None else min(tokens, float(texts * cap))
 
     def wait(self, ahead: float, own: float) -> float | None:
         """Seconds until a request of ``own`` tokens behind ``ahead`` tokens is computed; None before
@@ -98,8 +101,8 @@ class WaitEstimator:
         if seconds_left <= 0:
             return 1
         rate = self.tokens_per_second
-        if rate is None:
-            return None if ahead < self.cold_tokens else 1
+        if rate is None:  # cold: nothing to judge by yet
+            return None
         budget = HEADROOM * seconds_left
         if (ahead + own) / rate <= budget:
             return None

@@ -174,8 +174,9 @@ class Batcher:
         self._queued_tokens = 0  # their tokens
         self._running_tokens = 0  # tokens in forward passes now
         self._incoming = 0  # requests being tokenized for this model
-        self._incoming_chars = 0  # their characters
-        self.estimator = WaitEstimator(cold_tokens=limits.max_batch_tokens * limits.passes)
+        # their characters and expected model work (admission.WaitEstimator.tokens_for)
+        self._incoming_work: dict[object, tuple[int, float]] = {}
+        self.estimator = WaitEstimator()
         self._cond = threading.Condition()
         self._closed = False
         self._dirty = False  # passes have run since memory was last released
@@ -198,14 +199,23 @@ class Batcher:
         return {"queue_depth": self._queued, "batches": self.batches, "inputs_computed": self.inputs_computed}
 
     @contextlib.contextmanager
-    def incoming(self, chars: int = 0, deadline: float | None = None) -> Iterator[None]:
-        """Admit a request of ``chars`` characters that will submit soon (it is being tokenized):
+    def incoming(
+        self, chars: int = 0, deadline: float | None = None, *, texts: int = 1, cap: int | None = None
+    ) -> Iterator[None]:
+        """Admit a request of ``chars`` characters in ``texts`` texts that will submit soon (it is
+        being tokenized; ``cap``: the tokens the model reads of one text, when it truncates):
         :class:`Overloaded` when it could not be computed before ``deadline`` (``time.monotonic()``;
         see :mod:`embedserve.admission`), else counted as incoming, so a short queue waits for it."""
+        ticket = object()
         with self._cond:
-            ahead = self._queued_tokens + self._running_tokens + self.estimator.tokens_for(self._incoming_chars)
+            own = self.estimator.tokens_for(chars, texts, cap)
+            # Of the requests still being tokenized, those no longer than this one come before it:
+            # the tokenizer pool runs the shortest jobs first (tokenizer_pool), so a short request
+            # reaches the queue ahead of a long one that arrived before it.
+            tokenizing = sum(work for size, work in self._incoming_work.values() if size <= chars)
+            ahead = self._queued_tokens + self._running_tokens + tokenizing
             seconds_left = None if deadline is None else deadline - time.monotonic()
-            retry_after = self.estimator.verdict(ahead, self.estimator.tokens_for(chars), seconds_left)
+            retry_after = self.estimator.verdict(ahead, own, seconds_left)
             if retry_after is not None:
                 raise Overloaded(
                     f"model '{self.model_id}' is busy: the work queued before this request would not be done "
@@ -213,13 +223,13 @@ class Batcher:
                     retry_after=retry_after,
                 )
             self._incoming += 1
-            self._incoming_chars += chars
+            self._incoming_work[ticket] = (chars, own)
         try:
             yield
         finally:
             with self._cond:
                 self._incoming -= 1
-                self._incoming_chars -= chars
+                del self._incoming_work[ticket]
                 self._cond.notify()
 
     def _retry_after(self, tokens: int) -> int:

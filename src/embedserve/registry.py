@@ -89,7 +89,7 @@ class ModelHandle(Protocol):
     async def model_settings(self) -> ModelSettings:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True, texts: int = 1) -> T:
         """Run ``fn`` (the engine's tokenization of ``chars`` characters) off the event loop, in its
         fair turn and within the request's deadline. ``compute``: the model computes what it gives
         (False for ``/tokenize`` and ``/decode``: no admission by the model's wait)."""
@@ -239,20 +239,25 @@ class LocalModelHandle:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
-        """Run ``fn`` (the engine's tokenization of ``chars`` characters) on a tokenizer thread, in
-        its fair turn and within the request's deadline; with ``compute``, first admitted by the
-        batcher (429 when the model cannot compute it in time) and announced to it."""
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True, texts: int = 1) -> T:
+        """Run ``fn`` (the engine's tokenization of ``chars`` characters in ``texts`` texts or pairs)
+        on a tokenizer thread, in its fair turn and within the request's deadline; with ``compute``,
+        first admitted by the batcher (429 when the model cannot compute it in time) and announced
+        to it."""
         batcher = await self._batcher()
         ctx = context.current.get()
         deadline = ctx.deadline if ctx is not None else None
         started = time.perf_counter()
         try:
-            announced = batcher.incoming(chars, deadline) if compute else contextlib.nullcontext()
+            announced = (
+                batcher.incoming(chars, deadline, texts=texts, cap=self._max_tokens())
+                if compute
+                else contextlib.nullcontext()
+            )
             with announced, self._tokenizer_pool.admit(chars, self.id):
                 out = await self._tokenizer_pool.run(partial(_guarded, self.id, fn), chars, deadline, self.id)
             if compute:
-                batcher.estimator.observe_tokenized(chars, _tokens_of(out))
+                batcher.estimator.observe_tokenized(chars, _tokens_of(out, original=True))
             return out
         finally:
             if ctx is not None:
@@ -271,12 +276,13 @@ class LocalModelHandle:
         started = time.perf_counter()
         out: list[T] = []
         try:
-            with batcher.incoming(total, deadline), self._tokenizer_pool.admit(total, self.id):
+            announced = batcher.incoming(total, deadline, texts=len(texts), cap=self._max_tokens())
+            with announced, self._tokenizer_pool.admit(total, self.id):
                 for chunk in chunks(list(texts)):
                     job = partial(_guarded, self.id, partial(encode, chunk))
                     cost = sum(map(len, chunk)) + prefix_chars * len(chunk)
                     out += await self._tokenizer_pool.run(job, cost, deadline, self.id)
-            batcher.estimator.observe_tokenized(total, _tokens_of(out))
+            batcher.estimator.observe_tokenized(total, _tokens_of(out, original=True))
             return out
         finally:
             if ctx is not None:
@@ -286,6 +292,10 @@ class LocalModelHandle:
         """Queue the units for the model's forward passes; one output per unit, in order. The
         request's deadline, if it has one, bounds the wait (503 after it)."""
         return await (await self._batcher()).submit(units, context.current.get())
+
+    def _max_tokens(self) -> int | None:
+        """The tokens the model reads of one text or pair (what admission counts a text as at most)."""
+        return self.engine.max_length if self.engine is not None else None
 
     async def _batcher(self) -> Batcher:
         if self.batcher is None:
@@ -449,7 +459,7 @@ class FusionHandle:
     async def model_settings(self) -> ModelSettings:
         return self.settings()
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True, texts: int = 1) -> T:
         raise RuntimeError(f"model '{self.id}' tokenizes through its dense and sparse models. This is a bug.")
 
     async def tokenize_texts(
@@ -706,8 +716,8 @@ class TaskView:
     async def model_settings(self) -> ModelSettings:
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
-        return await self._handle.tokenize(fn, chars, compute=compute)
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True, texts: int = 1) -> T:
+        return await self._handle.tokenize(fn, chars, compute=compute, texts=texts)
 
     async def tokenize_texts(
         self, texts: Sequence[str], encode: Callable[[list[str]], list[T]], prefix_chars: int = 0
@@ -725,12 +735,13 @@ class TaskView:
         """The model is closed by the registry, not through a view of it."""
 
 
-def _tokens_of(out: object) -> int:
-    """The model work in a tokenization's result: its units' tokens (0 when it is not model work)."""
+def _tokens_of(out: object, *, original: bool = False) -> int:
+    """The model work in a tokenization's result: its units' tokens (0 when it is not model work);
+    ``original``: the tokens before truncation (what the characters made)."""
     units = getattr(out, "units", out)
     if not isinstance(units, list):
         return 0
-    return sum(u.cost for u in units if isinstance(u, Tokens))
+    return sum(u.original if original else u.cost for u in units if isinstance(u, Tokens))
 
 
 def _guarded(model_id: str, fn: Callable[[], T]) -> T:

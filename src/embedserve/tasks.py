@@ -449,6 +449,7 @@ async def rerank(
     prepared = await handle.tokenize(
         lambda: engine.encode_pairs(query, documents, options.truncation_direction, options.max_tokens_per_doc),
         sum(map(len, documents)) + len(query) * len(documents),
+        texts=len(documents),
     )
     n_query = prepared.query_units
 

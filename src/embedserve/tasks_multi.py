@@ -67,7 +67,9 @@ async def embed_multi(
     engine = await _engine(handle)
     check_dimensions(dimensions, engine, handle.id)
     chars = sum(map(len, texts))
-    units = await handle.tokenize(lambda: engine.encode_inputs(texts, kind, truncation_direction), chars)
+    units = await handle.tokenize(
+        lambda: engine.encode_inputs(texts, kind, truncation_direction), chars, texts=len(texts)
+    )
     limit = engine.side_limit(kind)
     tokens = used_tokens(units, limit, truncate, lambda i: f"{param}[{i}]", handle.id)
     vectors = [_cut(v, dimensions) for v in await handle.submit(units)]
@@ -93,6 +95,7 @@ async def align(handle: ModelHandle, query: str, document: str, *, limits: Limit
     units = await handle.tokenize(
         lambda: engine.encode_inputs([query], "query") + engine.encode_inputs([document], "document"),
         len(query) + len(document),
+        texts=2,
     )
     q, d = await handle.submit(units)
     alignment = maxsim(q.vectors, d.vectors, engine.similarity)
@@ -122,7 +125,9 @@ async def embed_hybrid(
     (``handle``: the model's ``hybrid`` view, see ``Registry.for_hybrid``)."""
     check_texts(texts, limits, handle.entry.spec, param)
     engine = await _engine(handle)
-    units = await handle.tokenize(lambda: engine.encode_inputs(texts, "document"), sum(map(len, texts)))
+    units = await handle.tokenize(
+        lambda: engine.encode_inputs(texts, "document"), sum(map(len, texts)), texts=len(texts)
+    )
     tokens = used_tokens(units, engine.max_length, truncate, lambda i: f"{param}[{i}]", handle.id)
     results: list[M3Output] = await handle.submit(units)
     sparse_terms = colbert_terms = None

@@ -15,22 +15,31 @@ from embedserve.engines.tokenization import Tokens
 from embedserve.errors import Overloaded
 
 
-def test_cold_start_admits_up_to_one_pass_of_work_ahead_then_refuses_with_retry_after_1() -> None:
-    estimator = WaitEstimator(cold_tokens=1000)
+def test_cold_start_admits_everything_until_a_pass_is_measured() -> None:
+    estimator = WaitEstimator()
     assert estimator.tokens_per_second is None
     assert estimator.verdict(0, 10**9, 5.0) is None  # alone: always admitted
-    assert estimator.verdict(999, 100, 5.0) is None
-    assert estimator.verdict(1000, 100, 5.0) == 1
+    assert estimator.verdict(10**9, 100, 5.0) is None  # nothing measured: no ground to refuse on
+    estimator.observe_pass(100, 1.0)
+    assert estimator.verdict(10**9, 100, 5.0) is not None
+
+
+def test_a_truncated_text_counts_as_no_more_than_the_model_reads() -> None:
+    estimator = WaitEstimator()
+    estimator.observe_tokenized(4000, 1000)  # 4 characters a token, learnt before truncation
+    assert estimator.tokens_for(4000) == 1000
+    assert estimator.tokens_for(150 * 100_000, texts=150, cap=512) == 150 * 512
+    assert estimator.tokens_for(400, texts=2, cap=512) == 100  # short texts: their own tokens
 
 
 def test_without_a_deadline_nothing_is_refused() -> None:
-    estimator = WaitEstimator(cold_tokens=10)
+    estimator = WaitEstimator()
     estimator.observe_pass(100, 1.0)
     assert estimator.verdict(10**9, 10**9, None) is None
 
 
 def test_admits_what_fits_in_the_headroom_of_the_deadline_and_refuses_the_rest() -> None:
-    estimator = WaitEstimator(cold_tokens=10)
+    estimator = WaitEstimator()
     estimator.observe_pass(1000, 1.0)  # 1000 tokens/s
     assert estimator.tokens_per_second == 1000
     seconds_left = 4.0
@@ -44,7 +53,7 @@ def test_admits_what_fits_in_the_headroom_of_the_deadline_and_refuses_the_rest()
 
 
 def test_throughput_is_a_moving_average_counting_passes_side_by_side() -> None:
-    estimator = WaitEstimator(cold_tokens=10)
+    estimator = WaitEstimator()
     estimator.observe_pass(1000, 1.0, side_by_side=2)
     assert estimator.tokens_per_second == 2000
     estimator.observe_pass(10, 0.1)  # a small pass (100 tokens/s) moves it a little: tokens weigh
@@ -59,7 +68,7 @@ def test_throughput_is_a_moving_average_counting_passes_side_by_side() -> None:
 
 
 def test_characters_per_token_start_low_and_learn_from_tokenized_requests() -> None:
-    estimator = WaitEstimator(cold_tokens=10)
+    estimator = WaitEstimator()
     assert estimator.tokens_for(300) == 300 / CHARS_PER_TOKEN
     estimator.observe_tokenized(400, 100)  # the first request replaces the guess
     assert estimator.chars_per_token == 4.0
@@ -117,4 +126,24 @@ async def test_the_batcher_refuses_work_that_would_miss_its_deadline_and_counts_
             pass
     finally:
         forward.gate.set()
+        batcher.close()
+
+
+@pytest.mark.anyio
+async def test_a_longer_request_still_tokenizing_is_not_ahead_of_a_shorter_one() -> None:
+    """The tokenizers take the shortest jobs first: a short request reaches the queue before a long
+    one still being tokenized, so only the requests no longer than it count as ahead of it."""
+    batcher = Batcher("m", Held(0.01), BatchLimits(max_batch_size=4, max_batch_tokens=400, max_wait_ms=0))
+    try:
+        await batcher.submit(_units(4, 100))  # one measured pass
+        rate = batcher.estimator.tokens_per_second
+        assert rate is not None
+        deadline = time.monotonic() + 10.0
+        long_chars = int(1000 * rate * CHARS_PER_TOKEN)  # 1000 s of work, were it all read
+        with batcher.incoming(long_chars, deadline):
+            with batcher.incoming(30, deadline):  # shorter: not behind the long one
+                pass
+            with pytest.raises(Overloaded), batcher.incoming(long_chars, deadline):  # as long: behind it
+                pass
+    finally:
         batcher.close()

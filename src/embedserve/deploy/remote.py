@@ -142,7 +142,7 @@ class RemoteModelHandle:
     async def model_settings(self) -> ModelSettings:
         return self.settings(await self.ready_engine())
 
-    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True) -> T:
+    async def tokenize(self, fn: Callable[[], T], chars: int = 1, *, compute: bool = True, texts: int = 1) -> T:
         """Run ``fn`` (a stand-in engine's remote tokenization) on a waiting thread; the replica
         tokenizes on its own fair pool."""
         return await asyncio.wrap_future(self._registry.io_pool.submit(fn))
