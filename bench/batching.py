@@ -63,6 +63,9 @@ import yaml
 # The same OpenMP setting the server uses (embedserve.engines.passive_omp_threads), for the in-process
 # ceiling and for Infinity: the comparison is then about serving, not about this one setting.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Every request computed by the model: the loads resend the same SciFact texts, which the embedding
+# cache (on by default, docs/cache.md) would answer without it; bench/cache.py measures the cache.
+os.environ.setdefault("EMBEDSERVE_CACHE_BYTES", "0")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))

