@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.server import ROOT
 from helpers.tiny_models import FAKE_TOKENIZER, fake_catalog_data, tiny_catalog_data
 
@@ -64,8 +64,5 @@ def fake_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c

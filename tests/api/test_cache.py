@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.server import ROOT
 from helpers.tiny_models import tiny_catalog_data
 
@@ -42,11 +42,8 @@ def app(tiny_models: dict[str, Path]) -> FastAPI:
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c
 
 
 async def post(client: httpx.AsyncClient, path: str, **body: Any) -> httpx.Response:
@@ -235,14 +232,11 @@ async def test_the_fusion_reranker_takes_its_vectors_from_its_models_caches(clie
 
 async def test_without_a_cache_nothing_is_looked_up(tiny_models: dict[str, Path]) -> None:
     app = create_app(Settings(cache_bytes=0), parse_catalog(tiny_catalog_data(tiny_models), ROOT))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            for _ in range(2):
-                response = await post(c, "/api/v1/embeddings", model="tiny-dense", input=["same text"])
-                assert "x-cache-hits" not in response.headers
-            assert "embedserve_cache_hits_total" not in (await c.get("/metrics")).text
+    async with app_client(app) as c:
+        for _ in range(2):
+            response = await post(c, "/api/v1/embeddings", model="tiny-dense", input=["same text"])
+            assert "x-cache-hits" not in response.headers
+        assert "embedserve_cache_hits_total" not in (await c.get("/metrics")).text
 
 
 async def test_a_model_of_several_types_keeps_each_types_outputs_apart(
@@ -255,12 +249,9 @@ async def test_a_model_of_several_types_keeps_each_types_outputs_apart(
     m3 = build_tiny_m3(tmp_path_factory.mktemp("tiny-m3") / "m3")
     models = {"m3": {"name": str(m3), "type": "embeddings", "engine": "bge-m3", "device": "cpu"}}
     app = create_app(Settings(), parse_catalog({"models": models}, ROOT))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            dense_body = {"model": "m3", "input": ["the heart"], "encoding_format": "base64"}
-            dense = [await post(c, "/v1/embeddings", **dense_body) for _ in range(2)]
-            sparse = [await post(c, "/api/v1/embed_sparse", model="m3", input=["the heart"]) for _ in range(2)]
+    async with app_client(app) as c:
+        dense_body = {"model": "m3", "input": ["the heart"], "encoding_format": "base64"}
+        dense = [await post(c, "/v1/embeddings", **dense_body) for _ in range(2)]
+        sparse = [await post(c, "/api/v1/embed_sparse", model="m3", input=["the heart"]) for _ in range(2)]
     assert [hits(r) for r in dense] == [(0, 1), (1, 1)] and raw(dense[1]) == raw(dense[0])
     assert [hits(r) for r in sparse] == [(0, 1), (1, 1)] and sparse[1].json()["data"] == sparse[0].json()["data"]

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.server import ROOT
 from helpers.tiny_models import tiny_catalog_data
 
@@ -43,11 +43,8 @@ def app(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c
 
 
 async def _post(client: httpx.AsyncClient, path: str, **body: Any) -> Any:

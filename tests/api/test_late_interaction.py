@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.server import ROOT
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
@@ -37,11 +37,8 @@ async def client(tiny_models: dict[str, Path], tiny_colbert: Path) -> AsyncItera
         },
     }
     app: FastAPI = create_app(Settings(), parse_catalog({"models": models}, ROOT))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c
 
 
 async def _scores(client: httpx.AsyncClient, model: str) -> np.ndarray:

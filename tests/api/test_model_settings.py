@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.server import ROOT
 from helpers.tiny_models import saved_as_sentence_transformers, with_settings
 from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
@@ -83,11 +83,8 @@ def app(dirs: dict[str, Path]) -> FastAPI:
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

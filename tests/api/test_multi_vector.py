@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from helpers.app_client import app_client
 from helpers.reference import run_reference
 from helpers.server import ROOT
 from helpers.tiny_multi_vector import COLBERT_DIM, QUERY_LENGTH, build_tiny_m3
@@ -62,11 +62,8 @@ async def client(
         "dense": {"name": str(tiny_models["dense"]), "type": "embeddings", "device": "cpu"},
     }
     app: FastAPI = create_app(Settings(max_inputs=8), parse_catalog({"models": models}, ROOT))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://embedserve.test") as c:
-            await app.state.registry.wait_started()
-            yield c
+    async with app_client(app) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
