@@ -245,13 +245,18 @@ async def model_rows(
     chunked = long_inputs.Chunked(long_inputs.first(windows, options.max_chunks))
     chunked.check(limits.max_chunks_per_input, limits.max_chunks_per_request, param)
     outputs = await handle.submit(chunked.units)
-    if isinstance(engine, SparseEngine):
-        rows: list[Any] = long_inputs.pool_sparse(outputs, chunked)
-    else:
-        rows = list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
+    rows = _pooled(engine, outputs, chunked)
     if not options.return_chunks:
         return Rows(rows, chunked.tokens)
     return Rows(rows, chunked.tokens, chunked.split(outputs), chunked.spans)
+
+
+def _pooled(engine: TextEngine, outputs: list[Any], chunked: long_inputs.Chunked) -> list[Any]:
+    """One output per input from its windows' outputs: SPLADE's element-wise max, else the
+    token-weighted mean."""
+    if isinstance(engine, SparseEngine):
+        return list(long_inputs.pool_sparse(outputs, chunked))
+    return list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
 
 
 async def _cached_chunked_rows(
@@ -292,13 +297,7 @@ async def _cached_chunked_rows(
         limits.max_chunks_per_input, limits.max_chunks_per_request, param
     )
     chunked = long_inputs.Chunked(windows)
-    outputs = await handle.submit(chunked.units) if windows else []
-    if not windows:
-        pooled: list[Any] = []
-    elif sparse:
-        pooled = long_inputs.pool_sparse(outputs, chunked)
-    else:
-        pooled = list(long_inputs.pool_dense(np.stack(outputs).astype(np.float32, copy=False), chunked))
+    pooled = _pooled(engine, await handle.submit(chunked.units), chunked) if windows else []
     costs = [sum(unit.cost for unit in w.units) for w in windows]
     computed = {key: Cached(row, cost, cost) for key, row, cost in zip(todo, pooled, costs, strict=True)}
     cache.put_many(list(computed.items()), handle.id)

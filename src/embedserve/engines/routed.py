@@ -68,10 +68,9 @@ class RoutedSparseEngine(SparseEngine):
         limit: int | None = None,
         task: str | None = None,
     ) -> list[Tokens]:
-        route = task if task in self._tokenizers else self.default_route
+        tokenizer, group = self._side(task)
         inputs = [prompt + t for t in texts] if prompt else list(texts)
-        group = self.routes.index(route) + 1  # units of one side share a pass
-        return self._tokenizers[route].encode(inputs, side, group=group, limit=limit)
+        return tokenizer.encode(inputs, side, group=group, limit=limit)
 
     def window_texts(
         self,
@@ -81,9 +80,14 @@ class RoutedSparseEngine(SparseEngine):
         limit: int | None = None,
         task: str | None = None,
     ) -> list[Windows]:
+        tokenizer, group = self._side(task)
+        return tokenizer.windows(texts, prompt, overlap, group=group, limit=limit)
+
+    def _side(self, task: str | None) -> tuple[TextTokenizer, int]:
+        """The tokenizer of the side ``task`` names (else the default route's), and the group of its
+        units: units of one side share a pass."""
         route = task if task in self._tokenizers else self.default_route
-        group = self.routes.index(route) + 1
-        return self._tokenizers[route].windows(texts, prompt, overlap, group=group, limit=limit)
+        return self._tokenizers[route], self.routes.index(route) + 1
 
     def forward(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         route = self.routes[batch[0].group - 1]
