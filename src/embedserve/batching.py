@@ -209,19 +209,9 @@ class Batcher:
         ticket = object()
         with self._cond:
             own = self.estimator.tokens_for(chars, texts, cap)
-            # Of the requests still being tokenized, those no longer than this one come before it:
-            # the tokenizer pool runs the shortest jobs first (tokenizer_pool), so a short request
-            # reaches the queue ahead of a long one that arrived before it.
-            tokenizing = sum(work for size, work in self._incoming_work.values() if size <= chars)
-            ahead = self._queued_tokens + self._running_tokens + tokenizing
-            seconds_left = None if deadline is None else deadline - time.monotonic()
-            retry_after = self.estimator.verdict(ahead, own, seconds_left)
-            if retry_after is not None:
-                raise Overloaded(
-                    f"model '{self.model_id}' is busy: the work queued before this request would not be done "
-                    f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after} s",
-                    retry_after=retry_after,
-                )
+            refused = self.refusal(deadline, chars, own)
+            if refused is not None:
+                raise refused
             self._incoming += 1
             self._incoming_work[ticket] = (chars, own)
         try:
@@ -231,6 +221,29 @@ class Batcher:
                 self._incoming -= 1
                 del self._incoming_work[ticket]
                 self._cond.notify()
+
+    def refusal(
+        self, deadline: float | None, chars: int = 0, own: float = 0.0, *, ahead: float = 0.0
+    ) -> Overloaded | None:
+        """The :class:`Overloaded` a request of ``chars`` characters (``own`` tokens of model work,
+        ``admission.WaitEstimator.tokens_for``) is refused with now, or None to admit it: the verdict
+        of :meth:`incoming`, which the API also asks before routing (``api/shed``; ``ahead``: the
+        work of requests on their way here, before this one, that the batcher does not know yet)."""
+        with self._cond:
+            # Of the requests still being tokenized, those no longer than this one come before it:
+            # the tokenizer pool runs the shortest jobs first (tokenizer_pool), so a short request
+            # reaches the queue ahead of a long one that arrived before it.
+            tokenizing = sum(work for size, work in self._incoming_work.values() if size <= chars)
+            ahead += self._queued_tokens + self._running_tokens + tokenizing
+            seconds_left = None if deadline is None else deadline - time.monotonic()
+            retry_after = self.estimator.verdict(ahead, own, seconds_left)
+        if retry_after is None:
+            return None
+        return Overloaded(
+            f"model '{self.model_id}' is busy: the work queued before this request would not be done "
+            f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after} s",
+            retry_after=retry_after,
+        )
 
     def _retry_after(self, tokens: int) -> int:
         """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement)."""

@@ -3,7 +3,8 @@
 Middleware, outermost first: the request context (request id, deadline, timing headers, access
 log, request metrics), the shutdown guard (503 for requests still running when the grace after
 SIGTERM ends), CORS (when origins are set), API keys (when keys are set; without keys, the Origin check), body limits,
-then the disconnect watcher around the routes.
+the early answers (``shed``: the 429 of a model that cannot keep up, and ``/health``, before
+routing), then the disconnect watcher around the routes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import error_responses, install_error_handlers
 from embedserve.api.origin import OriginCheck
 from embedserve.api.request_context import RequestContextMiddleware
+from embedserve.api.shed import Shed
 from embedserve.api.shutdown import Drain, ShutdownGuard
 from embedserve.api.web import HeadAndDocsPolicy
 from embedserve.catalog import Catalog, load_catalog
@@ -85,6 +87,7 @@ def create_app(
     app.state.settings = settings
     # added innermost first
     app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(Shed)  # inside the body limits: it reads the body they checked
     app.add_middleware(HeadAndDocsPolicy)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     if settings.api_keys:
