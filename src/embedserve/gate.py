@@ -1,9 +1,9 @@
 """How many forward passes run at once on one device, across models.
 
 Every model's batch threads pass through their device's gate. A pass asks for a weight: 1 for
-a torch pass on the CPU, which can share the cores with other passes (each then runs with its
-share of the threads, see ``Engine.pass_threads``), and the gate's whole capacity for any other
-pass (an exported engine's pass already spreads over every core, see ``engines.runtimes``; an
+a pass that can share the cores with other passes (torch on the CPU, each pass with its share of
+the threads, see ``Engine.pass_threads``; an exported engine's stream, see ``engines.runtimes``),
+and the gate's whole capacity for any other pass (an exported engine of one stream; an
 accelerator runs one pass at a time). Capacity: the cores on a CPU, 1 on an accelerator.
 
 Why several passes at once on a CPU: a torch forward pass has serial stretches (Python between

@@ -9,6 +9,7 @@ depend on what else was in its request.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -26,9 +27,12 @@ def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return (embeddings / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
 
 
+@functools.lru_cache(maxsize=64)
 def unit_ranges(dimension: int) -> npt.NDArray[np.float32]:
-    """The (2, dimension) range of every component of a unit vector."""
-    return np.stack([np.full(dimension, -1.0), np.full(dimension, 1.0)]).astype(np.float32)
+    """The (2, dimension) range of every component of a unit vector (one read-only array per width)."""
+    ranges = np.stack([np.full(dimension, -1.0), np.full(dimension, 1.0)]).astype(np.float32)
+    ranges.flags.writeable = False
+    return ranges
 
 
 def quantize(

@@ -332,7 +332,7 @@ async def embed(
             vectors = np.ascontiguousarray(vectors[:, :width])
         if unit:
             vectors = normalize(vectors)
-        ranges = unit_ranges(vectors.shape[1]) if unit else None
+        ranges = unit_ranges(vectors.shape[1]) if unit and options.precision in ("int8", "uint8") else None
         return quantize(vectors, options.precision, ranges)
 
     embeddings = finish(np.stack(rows.rows).astype(np.float32, copy=False))

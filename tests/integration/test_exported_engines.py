@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,36 @@ def test_streams_split_the_threads_and_each_input_runs_alone(tiny_models: dict[s
         for i, unit in enumerate(units):
             np.testing.assert_array_equal(engine.forward([unit])[0], together[i])
         np.testing.assert_array_equal(engine.forward(units[::-1]), together[::-1])
+    finally:
+        engine.close()
+
+
+def test_each_stream_is_a_pass_of_its_own(tiny_models: dict[str, Path]) -> None:
+    """Served, every stream is a batch thread taking one input a pass and a unit of the gate; a
+    pass alone on the device runs on the wide session, one beside another on a narrow one, and
+    both give the rows a whole-batch forward gives."""
+    engine = create_engine(_entry(tiny_models, "dense", backend="onnx", quantize="int8", threads=2, streams=2))
+    try:
+        assert (engine.passes, engine.shares_device, engine.max_batch_size) == (2, True, 1)
+        lanes = engine.runtime  # type: ignore[attr-defined]
+        units = engine.encode_texts(TEXTS, None)
+        together = engine.forward(units)
+        used: list[object] = []
+        for lane in [lanes.wide, *lanes.narrow]:
+            run = lane.run
+            lane.run = lambda arrays, run=run, lane=lane: used.append(lane) or run(arrays)
+        rows: list[Any] = []
+
+        def batch_thread(unit: Any, passes: int) -> None:
+            engine.pass_threads(passes)
+            rows.append(engine.forward([unit]))
+
+        for i, unit in enumerate(units):
+            thread = threading.Thread(target=batch_thread, args=(unit, 1 + i % 2))
+            thread.start()
+            thread.join()
+        assert used[0::2] == [lanes.wide] * len(used[0::2]) and lanes.wide not in used[1::2]
+        np.testing.assert_array_equal(np.concatenate(rows), together)
     finally:
         engine.close()
 

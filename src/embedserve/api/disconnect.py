@@ -1,23 +1,21 @@
 """Cancel a request's work when its client goes away.
 
 Starlette does not cancel a handler whose client disconnected, so a client that gives up
-would still have its texts computed. This ASGI middleware runs each HTTP request as a task;
-once the app has read the whole body, it listens on ``receive`` for ``http.disconnect`` and
-cancels the task if it comes before the response is complete. The batcher sees the
+would still have its texts computed. Once the app has read a POST's whole body, this ASGI
+middleware listens on ``receive`` for ``http.disconnect`` (one watcher task) and cancels the
+request's task if it comes before the response starts. The batcher sees the
 cancellation and drops the request's queued inputs before they reach the model. The request's
 context records that the client went away, so the access log and the metrics say 499 (as nginx
 does), not 500.
 
 Only POST requests carry work worth cancelling. The others (``/health``, ``/ready``,
-``/metrics``, model info) answer at once and pass straight through: the two tasks this takes
-would cost a probe two more turns of an event loop that may be busy handing out a finished
-pass's responses.
+``/metrics``, model info) answer at once and pass straight through: the watcher would cost a
+probe another turn of an event loop that may be busy handing out a finished pass's responses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,16 +27,33 @@ class CancelOnDisconnect:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        task = asyncio.current_task()
+        if scope["type"] != "http" or scope["method"] != "POST" or task is None:
             await self.app(scope, receive, send)
             return
-        body_read = asyncio.Event()
-        responded = False
+        watcher: asyncio.Task[None] | None = None
+        responded = gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not responded:
+                        gone = True
+                        ctx = context.current.get()
+                        if ctx is not None:
+                            ctx.client_gone = True
+                        task.cancel()
+                    return
 
         async def wrapped_receive() -> Message:
+            nonlocal watcher
             message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                body_read.set()
+            if message["type"] == "http.disconnect":
+                return message
+            if not message.get("more_body", False) and watcher is None:
+                watcher = asyncio.create_task(watch())  # the body is read: what comes next is the disconnect
             return message
 
         async def wrapped_send(message: Message) -> None:
@@ -47,31 +62,12 @@ class CancelOnDisconnect:
                 responded = True
             await send(message)
 
-        async def run_app() -> None:
-            await self.app(scope, wrapped_receive, wrapped_send)
-
-        app_task = asyncio.create_task(run_app())
-
-        async def watch() -> None:
-            await body_read.wait()
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not responded:
-                        ctx = context.current.get()
-                        if ctx is not None:
-                            ctx.client_gone = True
-                        app_task.cancel()
-                    return
-
-        watcher = asyncio.create_task(watch())
         try:
-            await asyncio.shield(app_task)
+            await self.app(scope, wrapped_receive, wrapped_send)
         except asyncio.CancelledError:
-            if not app_task.done():  # we were cancelled ourselves (shutdown): pass it on
-                app_task.cancel()
+            if not gone or task.cancelling() > 1:  # cancelled by someone else too (shutdown): pass it on
                 raise
+            task.uncancel()  # the client went away: there is nobody to answer
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            if watcher is not None:
+                watcher.cancel()

@@ -4,10 +4,15 @@ A runtime takes the ``input_ids`` / ``attention_mask`` / ``token_type_ids`` arra
 export was made with) and returns the model's one output as float32: a sentence embedding, a
 SPLADE vocabulary vector or a cross-encoder's logits, as the torch model would.
 
-**One input per forward pass** (:class:`Lanes`). The exported engines never pad: each input of a
-batch runs alone, and the batch's inputs are spread over ``streams`` sessions that run side by
-side, each with ``threads / streams`` threads; a pass of one input runs on a session with all
-``threads``. Two reasons, both measured here (2 cores, all-MiniLM-L6-v2, SciFact queries):
+**One input per forward pass** (:class:`Lanes`). The exported engines never pad: each input runs
+alone, on one of ``streams`` narrow sessions of ``threads / streams`` threads each, or, when
+nothing else runs on the device, on a wide session with all ``threads``. Served, each of the
+model's batch threads (one per stream, ``Engine.passes``) is a lane: it takes a small pass from
+the queue, runs it on a narrow session of its own and hands the outputs back, while the other
+lane goes on with the next pass, so no lane waits for another at the end of a batch
+(:meth:`Lanes.run_pass`); a lone input, with no other pass on the device, takes the wide
+session. In-process, :meth:`Lanes.run_each` spreads one batch over the narrow sessions. Two
+reasons for running inputs alone, both measured here (2 cores, all-MiniLM-L6-v2, SciFact queries):
 
 - speed: two one-thread sessions side by side ran 376 queries/s on onnx int8 and 249 on onnx
   fp32, against 273 and 197 for one two-thread session, and 262 and 199 for padded batches at
@@ -30,6 +35,7 @@ copies in all (one when ``streams`` is 1).
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -146,11 +152,9 @@ Arrays = dict[str, npt.NDArray[np.int64]]
 
 
 class Lanes:
-    """Runs each input alone: a pass of several inputs spread over ``streams`` narrow sessions
-    side by side, a pass of one input on a wide session with all the threads (module docstring).
-
-    Used by one batch thread at a time (an exported engine's pass takes its device's whole gate).
-    """
+    """Runs each input alone, on a narrow session or the wide one (module docstring). A narrow
+    session serves one pass at a time: :meth:`run_pass` and :meth:`run_each` take theirs from
+    the free ones and give them back when the pass ends."""
 
     def __init__(self, make: Callable[[int], Runtime], threads: int, streams: int) -> None:
         self.threads = threads
@@ -159,11 +163,33 @@ class Lanes:
         self.narrow = [make(max(1, threads // self.streams)) for _ in range(self.streams)] if self.streams > 1 else []
         self.input_names = self.wide.input_names
         self._pool = ThreadPoolExecutor(len(self.narrow), "embedserve-lane") if self.narrow else None
+        self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()  # narrow sessions no pass holds
+        for lane in self.narrow:
+            self._free.put(lane)
+        self._taking = threading.Lock()
+
+    def run_pass(self, inputs: Sequence[Arrays], passes: int) -> FloatArray:
+        """A batch thread's pass, ``passes`` passes running on the device (this one included,
+        ``Engine.pass_threads``): alone there, it runs on the wide session; else each input in turn
+        on a narrow session this pass holds, so the passes side by side each keep a lane busy and
+        none waits for the others (a pass waits for a session only when the catalogue runs more
+        passes than there are streams)."""
+        if passes <= 1 or not self.narrow:
+            return self.run_each(inputs) if self.narrow and len(inputs) > 1 else self._alone(self.wide, inputs)
+        lane = self._free.get()
+        try:
+            return self._alone(lane, inputs)
+        finally:
+            self._free.put(lane)
+
+    @staticmethod
+    def _alone(session: Runtime, inputs: Sequence[Arrays]) -> FloatArray:
+        return np.concatenate([session.run(x) for x in inputs])
 
     def run_each(self, inputs: Sequence[Arrays]) -> FloatArray:
         """The output rows of ``inputs`` (each a batch of one), in order, stacked."""
         if len(inputs) == 1 or self._pool is None:
-            return np.concatenate([self.wide.run(x) for x in inputs])
+            return self._alone(self.wide, inputs)
         # longest first, each lane taking the next input when it is free: the lanes end together
         order = sorted(range(len(inputs)), key=lambda i: -inputs[i]["input_ids"].shape[1])
         rows: list[FloatArray | None] = [None] * len(inputs)
@@ -177,8 +203,15 @@ class Lanes:
                     i = order.pop(0)
                 rows[i] = lane.run(inputs[i])
 
-        futures = [self._pool.submit(work, lane) for lane in self.narrow[: len(inputs)]]
-        wait(futures)  # every lane stops before the pass ends, even when one of them failed
+        # the sessions are this pass's until it ends (a pass on another thread waits for them)
+        with self._taking:  # one pass takes several sessions at a time: two never hold some each
+            lanes = [self._free.get() for _ in self.narrow[: len(inputs)]]
+        try:
+            futures = [self._pool.submit(work, lane) for lane in lanes]
+            wait(futures)  # every lane stops before the pass ends, even when one of them failed
+        finally:
+            for lane in lanes:
+                self._free.put(lane)
         for future in futures:
             future.result()  # re-raises a lane's error
         return np.concatenate(rows)  # type: ignore[arg-type]

@@ -145,7 +145,10 @@ class _STModel:
             self.shares_device = True
 
     def pass_threads(self, passes: int) -> None:
-        if self.runtime is not None or self.device != "cpu":
+        if self.runtime is not None:  # the pass's session: the wide one only alone on the device
+            _pass_threads.passes = passes
+            return
+        if self.device != "cpu":
             return
         n = max(1, self._threads // passes)
         if getattr(_pass_threads, "n", None) != n:  # per thread (OpenMP's and MKL's settings are)
@@ -165,7 +168,11 @@ class _STModel:
         """The model's ``output`` for a batch: padded on torch; one input at a time, never padded,
         on the exported runtime (see ``runtimes``)."""
         if self.runtime is not None:
-            return torch.from_numpy(self.runtime.run_each([self.tokenizer.pad([unit]) for unit in batch]))
+            inputs = [self.tokenizer.pad([unit]) for unit in batch]
+            # on a batch thread, the passes pass_threads saw; called directly, the batch over every lane
+            passes: int | None = getattr(_pass_threads, "passes", None)
+            rows = self.runtime.run_each(inputs) if passes is None else self.runtime.run_pass(inputs, passes)
+            return torch.from_numpy(rows)
         with torch.inference_mode():
             out: torch.Tensor = self.model(self._features(batch), **kwargs)[output]
             return out
@@ -190,12 +197,13 @@ class _STModel:
             key, lambda dest: export.build_export(self.model, output, key, dest), f"model {entry.id}"
         )
         self.runtime = load_runtime(spec.backend, path, spec.threads, spec.streams, quantize=spec.quantize)
-        self.passes, self.shares_device = 1, False
-        # ONNX Runtime and OpenVINO run each input of a pass alone (``runtimes``): nothing is
-        # padded, and a pass only needs enough inputs to keep every stream busy while the results
-        # of the last pass go back; smaller passes answer sooner. The token bound only keeps a
-        # pass of long inputs from holding the queue.
-        self.is_padded, self.max_batch_size, self.max_batch_tokens = False, 8, 8192
+        # ONNX Runtime and OpenVINO run each input alone (``runtimes``): nothing is padded, and
+        # each stream is a batch thread of its own that takes a pass of one input whenever its
+        # session is free, taking one unit of the device's gate (with the threads of one stream).
+        # Nothing is gained by more inputs a pass, and a pass's outputs go back as soon as it ends.
+        # The token bound only keeps a pass of long inputs from holding the queue.
+        self.passes, self.shares_device = self.runtime.streams, self.runtime.streams > 1
+        self.is_padded, self.max_batch_size, self.max_batch_tokens = False, 1, 8192
         self.model.to("meta")  # the weights are no longer needed; the tokenizer and config stay
         gc.collect()
 
