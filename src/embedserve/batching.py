@@ -222,19 +222,16 @@ class Batcher:
                 del self._incoming_work[ticket]
                 self._cond.notify()
 
-    def refusal(
-        self, deadline: float | None, chars: int = 0, own: float = 0.0, *, ahead: float = 0.0
-    ) -> Overloaded | None:
+    def refusal(self, deadline: float | None, chars: int = 0, own: float = 0.0) -> Overloaded | None:
         """The :class:`Overloaded` a request of ``chars`` characters (``own`` tokens of model work,
         ``admission.WaitEstimator.tokens_for``) is refused with now, or None to admit it: the verdict
-        of :meth:`incoming`, which the API also asks before routing (``api/shed``; ``ahead``: the
-        work of requests on their way here, before this one, that the batcher does not know yet)."""
+        of :meth:`incoming`, which the API also asks before routing (``api/shed``)."""
         with self._cond:
             # Of the requests still being tokenized, those no longer than this one come before it:
             # the tokenizer pool runs the shortest jobs first (tokenizer_pool), so a short request
             # reaches the queue ahead of a long one that arrived before it.
             tokenizing = sum(work for size, work in self._incoming_work.values() if size <= chars)
-            ahead += self._queued_tokens + self._running_tokens + tokenizing
+            ahead = self._queued_tokens + self._running_tokens + tokenizing
             seconds_left = None if deadline is None else deadline - time.monotonic()
             retry_after = self.estimator.verdict(ahead, own, seconds_left)
         if retry_after is None:

@@ -11,17 +11,16 @@ shed taken out (the request context around the layers the shed hands requests on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
 from helpers.app_client import app_client
 from helpers.server import ROOT
 from helpers.tiny_models import FAKE_TOKENIZER
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedserve.api import create_app
 from embedserve.api.request_context import RequestContextMiddleware
@@ -223,64 +222,32 @@ async def test_health_is_answered_as_its_route_answers(
     assert "/health" in (await client.get("/openapi.json")).json()["paths"]  # the route stays documented
 
 
-async def _post(app: ASGIApp, path: str, body: dict[str, Any]) -> int:
-    """One request straight to the ASGI app (no client in between): its status."""
-    raw = orjson.dumps(body)
-    started: list[int] = []
-    answered = asyncio.Event()
-    delivered = False
-
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await answered.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            started.append(message["status"])
-        elif not message.get("more_body", False):
-            answered.set()
-
-    headers = [
-        (b"host", b"embedserve.test"),
-        (b"content-type", b"application/json"),
-        (b"authorization", f"Bearer {KEY}".encode()),
-    ]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [*headers, (b"content-length", str(len(raw)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("embedserve.test", 80),
-    }
-    await app(scope, receive, send)
-    return started[0]
-
-
-async def test_in_a_burst_the_requests_let_through_count_before_they_reach_their_model(
-    app: FastAPI, client: httpx.AsyncClient
+async def test_the_requests_admitted_before_count_in_the_verdict_at_the_door(
+    app: FastAPI, client: httpx.AsyncClient, held: None
 ) -> None:
-    """Six requests arrive together: all six are judged before the first reaches its route (each
-    route runs in a task of its own). The model takes 1 token a second; each request is 10 tokens
-    (30 characters, 3 a token before any text was tokenized): three fit in the 36 s a request may
-    wait, the fourth would not. The requests are invalid, so those let through end at their
-    route's validation (422) and never reach the model."""
-    app.state.registry.get("burst").batcher.estimator.observe_pass(1, 1.0)
-    body = {"model": "burst", "input": ["x" * 30], "bogus": True}
-    requests: list[Awaitable[int]] = [asyncio.ensure_future(_post(app, "/v1/embeddings", body)) for _ in range(6)]
-    assert await asyncio.gather(*requests) == [422, 422, 422, 429, 429, 429]
-    # Once their routes read them, they no longer count: the next request, alone, is let through.
-    assert await _post(app, "/v1/embeddings", body) == 422
+    """Six requests of one text arrive together for a model that computes it in 10.5 s: three fit
+    in the 36 s a request may wait, and those admitted are counted (being tokenized, then queued
+    behind the held pass) when the next is weighed at the door. They are let go (their clients
+    hang up) at the end."""
+    handle = app.state.registry.get("burst")
+    text = "a text of a few tokens"
+    tokens = handle.engine.tokenizer.encode([text])[0].original
+    handle.batcher.estimator.observe_tokenized(len(text), tokens)  # as each request's tokenization will
+    handle.batcher.estimator.observe_pass(tokens, 10.5)
+    batcher = handle.batcher
+    body = {"model": "burst", "input": [text]}
+    sent = [asyncio.ensure_future(client.post("/v1/embeddings", json=body)) for _ in range(6)]
+    try:
+        await _until(lambda: sum(request.done() for request in sent) == 3)
+        refused = [request.result() for request in sent if request.done()]
+        assert [r.status_code for r in refused] == [429, 429, 429]
+        assert not any("x-tokenization-time" in r.headers for r in refused)  # answered at the door
+        await _until(lambda: batcher.queue_depth + batcher.running == 3)  # the three admitted, held
+    finally:
+        for request in sent:
+            request.cancel()
+        await asyncio.gather(*sent, return_exceptions=True)
+    await _until(lambda: batcher.queue_depth == 0)  # dropped with their requests
 
 
 def test_every_route_the_shed_judges_computes_with_a_model(app: FastAPI) -> None:

@@ -87,7 +87,7 @@ def create_app(
     app.state.settings = settings
     # added innermost first
     app.add_middleware(CancelOnDisconnect)
-    app.add_middleware(Shed)  # inside the body limits: it reads the body they checked
+    app.add_middleware(Shed)  # inside the body limits (it reads the body they checked), outside the watcher
     app.add_middleware(HeadAndDocsPolicy)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     if settings.api_keys:

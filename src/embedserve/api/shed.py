@@ -75,9 +75,6 @@ class Shed:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._routes: dict[tuple[str, str], Any] = {}  # (method, path) → the app's route
-        # Per batcher, the requests let through whose route has not read their body yet (so its
-        # batcher does not know them yet): their characters and model work.
-        self._passed: dict[Batcher, dict[object, tuple[int, float]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,59 +89,23 @@ class Shed:
         elif method == "POST" and path in COMPUTE_ROUTES:
             message = await receive()
             weighed = _weigh(scope, path, message)
-            if weighed is None:
-                await self.app(scope, _replay(message, receive), send)
-                return
-            problem = self._refusal(scope, path, weighed)
+            problem = self._refusal(scope, path, weighed) if weighed is not None else None
             if problem is not None:
                 await render_scope(scope, problem)(scope, receive, send)
-                return
-            await self._let_through(scope, message, receive, send, weighed)
+            else:
+                await self.app(scope, _replay(message, receive), send)
             return
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, path: str, weighed: _Weighed) -> Problem | None:
         """The 429 of a request its model's batcher refuses now, else None."""
-        batcher = weighed.batcher
-        # Requests let through before this one, no longer than it, reach the batcher before it:
-        # each runs in a task of its own (disconnect.CancelOnDisconnect), which has not run yet.
-        passed = self._passed.get(batcher)
-        ahead = sum(own for chars, own in passed.values() if chars <= weighed.chars) if passed else 0.0
-        refused = batcher.refusal(weighed.deadline, weighed.chars, weighed.own, ahead=ahead)
+        refused = weighed.batcher.refusal(weighed.deadline, weighed.chars, weighed.own)
         if refused is None:
             return None
         context.note_model(weighed.model_id)
         # The route, as the router would have set it: the error's dialect and the metrics' label.
         scope["route"] = self._route(scope, "POST", path)
         return problem_for(refused)
-
-    async def _let_through(
-        self, scope: Scope, message: Message, receive: Receive, send: Send, weighed: _Weighed
-    ) -> None:
-        """Hand the request on, counted among those let through until its route reads its body
-        (from there to the batcher's admission, nothing else runs on the event loop)."""
-        ticket = object()
-        passed = self._passed.setdefault(weighed.batcher, {})
-        passed[ticket] = (weighed.chars, weighed.own)
-
-        def counted_out() -> None:
-            if passed.pop(ticket, None) is not None and not passed:
-                self._passed.pop(weighed.batcher, None)
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                counted_out()
-                return message
-            return await receive()
-
-        try:
-            await self.app(scope, replay, send)
-        finally:
-            counted_out()
 
     async def _health(self, scope: Scope, receive: Receive, send: Send, registry: Registry) -> None:
         scope["route"] = self._route(scope, "GET", "/health")
