@@ -131,7 +131,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Weighed:
     """A request's model (with a batcher in this process), its deadline, and the least work it asks."""
 
