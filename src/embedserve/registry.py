@@ -38,7 +38,7 @@ from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
-from embedserve.tokenizer_pool import TokenizerPool, chunks
+from embedserve.tokenizer_pool import INLINE_CHARS, TokenizerPool, chunks
 
 if TYPE_CHECKING:
     from embedserve.cache import EmbeddingCache
@@ -502,7 +502,7 @@ class Registry:
 
             factory = create_engine
         self.catalog = catalog
-        self._tokenizer_pool = TokenizerPool(tokenizer_threads, tokenizer_queue_chars)
+        self._tokenizer_pool = TokenizerPool(tokenizer_threads, tokenizer_queue_chars, INLINE_CHARS)
         self._device_gates: dict[str, DeviceGate] = {}
 
         def local(entry: CatalogEntry) -> ModelHandle:

@@ -56,3 +56,15 @@ def test_chunks_keep_order_and_cut_at_the_size() -> None:
     texts = ["a" * 100, "b" * 100, "c" * 250, "d"]
     assert list(chunks(texts, 200)) == [texts[:2], [texts[2]], [texts[3]]]
     assert [t for part in chunks(texts, 1) for t in part] == texts
+
+
+async def test_a_short_job_runs_on_the_event_loop_and_a_longer_one_on_a_thread() -> None:
+    pool = TokenizerPool(1, inline_chars=100)
+    try:
+        loop_thread = threading.get_ident()
+        assert await pool.run(threading.get_ident, 100, None, "m") == loop_thread
+        assert await pool.run(threading.get_ident, 101, None, "m") != loop_thread
+        with pytest.raises(DeadlineExceeded):  # the deadline still holds
+            await pool.run(threading.get_ident, 10, time.monotonic() - 1, "m")
+    finally:
+        pool.close()
