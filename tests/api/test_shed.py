@@ -45,6 +45,12 @@ def _catalog() -> Any:
                 "held-sparse": {**fake, "type": "sparse-embeddings", "max_length": 64},
                 "held-rerank": {**fake, "type": "rerank", "max_length": 64},
                 "burst": {**fake, "type": "embeddings"},
+                # no batcher of its own (as a model in Ray replicas has none here): its models judge it
+                "fused": {
+                    "type": "rerank",
+                    "engine": "fusion",
+                    "fuse": {"dense": "held-dense", "sparse": "held-sparse"},
+                },
             }
         },
         ROOT,
@@ -183,6 +189,14 @@ async def test_what_the_shed_cannot_judge_goes_to_its_route(
     routed = await route.post(path, content=body, headers=headers)
     assert early.status_code == routed.status_code == status, early.text
     assert early.json() == routed.json()
+
+
+@pytest.mark.usefixtures("held")
+async def test_a_model_without_a_batcher_here_is_judged_where_its_work_goes(client: httpx.AsyncClient) -> None:
+    refused = await client.post("/api/v1/rerank", json={"model": "fused", "query": "q", "documents": ["d"]})
+    assert refused.status_code == 429, refused.text
+    assert "x-tokenization-time" in refused.headers  # by its dense model's admission, behind the route
+    assert "'held-dense' is busy" in refused.json()["error"]["message"]
 
 
 @pytest.mark.usefixtures("held")
