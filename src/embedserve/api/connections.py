@@ -27,6 +27,7 @@ browser): one of ``allowed_hosts``, or, on a loopback address, ``localhost``, ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -105,6 +106,7 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+@functools.lru_cache(maxsize=64)  # the server's own addresses: a few, asked on every request
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.strip("[]")).is_loopback
