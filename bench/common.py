@@ -29,3 +29,21 @@ def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON at ``path``, its folder made if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]], server_port: int = 80) -> dict[str, Any]:
+    """An ASGI HTTP scope from 127.0.0.1, for benches that call an app in-process."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", server_port),
+    }

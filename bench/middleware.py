@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, write_json
+from common import ROOT, http_scope, write_json
 
 from embedserve.api import create_app
 from embedserve.api.auth import APIKeyAuth
@@ -51,20 +51,7 @@ async def _call(app: Any, method: str, path: str, body: bytes) -> int:
     headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")]
     if body:
         headers.append((b"content-length", str(len(body)).encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(method, path, headers)
     sent = False
     status = 0
 

@@ -31,7 +31,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import write_json  # noqa: E402
+from common import http_scope, write_json  # noqa: E402
 from helpers.app_client import app_client  # noqa: E402
 from helpers.tiny_models import FAKE_TOKENIZER  # noqa: E402
 
@@ -95,20 +95,7 @@ async def _request(app: Any, method: str, path: str, body: bytes) -> int:
             answered.set()
 
     headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope(method, path, [*headers, (b"content-length", str(len(body)).encode())], 8000)
     await app(scope, receive, send)
     return status
 
