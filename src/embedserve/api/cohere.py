@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from embedserve import tasks
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import limits_of, registry_of
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, base64_rows, usage
 from embedserve.api.schemas_cohere import (
@@ -29,6 +29,7 @@ from embedserve.catalog import LongInputs
 from embedserve.errors import InvalidInput
 from embedserve.model_settings import purpose
 from embedserve.quantization import Precision
+from embedserve.registry import Registry
 
 router = APIRouter(tags=["cohere"], route_class=dialect_route("cohere"))
 
@@ -78,8 +79,9 @@ def _document_text(document: str | dict[str, str], rank_fields: Sequence[str] | 
 
 
 @router.post("/v1/rerank")
-async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def rerank_v1(body: RerankV1Request, request: Request) -> FastJSONResponse:
     """Cohere's v1 rerank; also Jina's (``model`` and ``usage`` are in the response)."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, "rerank")
     texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
     options = tasks.RerankOptions(top_n=body.top_n, max_chunks_per_doc=body.max_chunks_per_doc)
@@ -103,8 +105,9 @@ async def rerank_v1(body: RerankV1Request, registry: RegistryDep, limits: Limits
 
 
 @router.post("/v2/rerank")
-async def rerank_v2(body: RerankV2Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def rerank_v2(body: RerankV2Request, request: Request) -> FastJSONResponse:
     """Cohere's v2 rerank: string documents, ``max_tokens_per_doc``, results without documents."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, "rerank")
     options = tasks.RerankOptions(top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc)
     result = await tasks.rerank(handle, body.query, body.documents, options, limits)
@@ -119,7 +122,7 @@ async def rerank_v2(body: RerankV2Request, registry: RegistryDep, limits: Limits
 
 
 async def _embed(
-    body: EmbedV1Request, registry: RegistryDep, limits: LimitsDep, types: Sequence[EmbeddingType]
+    body: EmbedV1Request, registry: Registry, limits: tasks.Limits, types: Sequence[EmbeddingType]
 ) -> tuple[dict[str, Any], int]:
     handle = registry.for_task(body.model, "embeddings")
     if body.input_type == "image":
@@ -147,8 +150,9 @@ async def _embed(
 
 
 @router.post("/v1/embed")
-async def embed_v1(body: EmbedV1Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def embed_v1(body: EmbedV1Request, request: Request) -> FastJSONResponse:
     """Cohere's v1 embed: ``embeddings_floats``, or ``embeddings_by_type`` when types are given."""
+    registry, limits = registry_of(request), limits_of(request)
     embeddings, tokens = await _embed(body, registry, limits, body.embedding_types or ["float"])
     by_type = body.embedding_types is not None
     return FastJSONResponse(
@@ -163,8 +167,9 @@ async def embed_v1(body: EmbedV1Request, registry: RegistryDep, limits: LimitsDe
 
 
 @router.post("/v2/embed")
-async def embed_v2(body: EmbedV2Request, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def embed_v2(body: EmbedV2Request, request: Request) -> FastJSONResponse:
     """Cohere's v2 embed: always ``embeddings_by_type`` (float unless ``embedding_types`` says otherwise)."""
+    registry, limits = registry_of(request), limits_of(request)
     embeddings, tokens = await _embed(body, registry, limits, body.embedding_types or ["float"])
     return FastJSONResponse(
         {

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from embedserve import __version__
-from embedserve.api.deps import RegistryDep
+from embedserve.api.deps import registry_of
 from embedserve.api.responses import FastJSONResponse
 from embedserve.api.schemas import Health, Readiness
 from embedserve.metrics import Metrics
@@ -16,15 +16,17 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=Health)
-async def health(registry: RegistryDep) -> FastJSONResponse:
+async def health(request: Request) -> FastJSONResponse:
     """``degraded`` when a model failed to load (the others keep serving)."""
+    registry = registry_of(request)
     return FastJSONResponse(registry.health())
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
-async def ready(registry: RegistryDep) -> FastJSONResponse:
+async def ready(request: Request) -> FastJSONResponse:
     """200 once every preloaded model is ready; else 503 with each model's state and reason
     (``degraded``: one failed to load while the others serve)."""
+    registry = registry_of(request)
     readiness = registry.readiness()
     return FastJSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
 

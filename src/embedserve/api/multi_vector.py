@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from embedserve import tasks_multi
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import limits_of, registry_of
 from embedserve.api.errors import dialect_route
 from embedserve.api.openai import input_texts
 from embedserve.api.responses import FastJSONResponse, base64_rows, usage
@@ -37,8 +37,9 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 @router.post("/v1/multi-vector", response_model=JinaMultiVectorResponse)
-async def jina_multi_vector(body: JinaMultiVectorRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def jina_multi_vector(body: JinaMultiVectorRequest, request: Request) -> FastJSONResponse:
     """Jina's multi-vector embeddings: one vector per token of each input, as a query or a document."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, MULTI_VECTOR)
     texts = await input_texts(handle, body.input, limits)
     result = await tasks_multi.embed_multi(
@@ -54,8 +55,9 @@ async def jina_multi_vector(body: JinaMultiVectorRequest, registry: RegistryDep,
 
 
 @router.post("/api/v1/embed_multi_vector", response_model=MultiVectorResponse, response_model_exclude_none=True)
-async def embed_multi_vector(body: MultiVectorRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def embed_multi_vector(body: MultiVectorRequest, request: Request) -> FastJSONResponse:
     """Token vectors of each input (a ColBERT's or BGE-M3's), encoded as a query or a document."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, MULTI_VECTOR)
     opts = body.options or MultiVectorOptions()
     result = await tasks_multi.embed_multi(
@@ -77,8 +79,9 @@ async def embed_multi_vector(body: MultiVectorRequest, registry: RegistryDep, li
 
 
 @router.post("/api/v1/multi_vector/align", response_model=AlignResponse)
-async def align(body: AlignRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def align(body: AlignRequest, request: Request) -> FastJSONResponse:
     """MaxSim of a query and a document: the document token each query token matched, and the score."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, MULTI_VECTOR)
     result = await tasks_multi.align(handle, body.query, body.document, limits=limits)
     found = result.alignment
@@ -101,8 +104,9 @@ async def align(body: AlignRequest, registry: RegistryDep, limits: LimitsDep) ->
 
 
 @router.post("/api/v1/embed_hybrid", response_model=HybridResponse, response_model_exclude_none=True)
-async def embed_hybrid(body: HybridRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def embed_hybrid(body: HybridRequest, request: Request) -> FastJSONResponse:
     """BGE-M3's dense, sparse and multi-vector outputs, any of them, from one forward pass per input."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_hybrid(body.model)
     wanted = set(body.outputs)
     opts = body.options or MultiVectorOptions()

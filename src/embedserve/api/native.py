@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from embedserve import long_inputs, tasks
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import limits_of, registry_of
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, usage
 from embedserve.api.schemas import (
@@ -28,8 +28,9 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 @router.post("/api/v1/embed_sparse", response_model=SparseResponse, response_model_exclude_none=True)
-async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def create_sparse_embeddings(body: SparseRequest, request: Request) -> FastJSONResponse:
     """Sparse (SPLADE) embeddings: vocabulary indices, ascending, with their weights."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, "sparse-embeddings")
     opts = body.options or SparseOptions()
     options = tasks.SparseOptions(
@@ -61,8 +62,9 @@ async def create_sparse_embeddings(body: SparseRequest, registry: RegistryDep, l
 
 
 @router.post("/api/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-async def create_rerank(body: RerankRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def create_rerank(body: RerankRequest, request: Request) -> FastJSONResponse:
     """Score documents against a query; results sorted by relevance, highest first."""
+    registry, limits = registry_of(request), limits_of(request)
     if body.top_k is not None and body.top_n is not None and body.top_k != body.top_n:
         raise InvalidInput("top_k and top_n are the same setting; give one, or equal values", param="top_n")
     handle = registry.for_task(body.model, "rerank")

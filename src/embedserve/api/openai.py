@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from embedserve import long_inputs, tasks
-from embedserve.api.deps import LimitsDep, RegistryDep
+from embedserve.api.deps import limits_of, registry_of
 from embedserve.api.errors import dialect_route
 from embedserve.api.responses import FastJSONResponse, base64_rows, usage
 from embedserve.api.schemas import EmbeddingOptions, EmbeddingRequest, EmbeddingResponse, is_token_ids
@@ -38,8 +38,9 @@ JINA_TASK_PROMPTS: dict[str, tuple[str, ...]] = {
 
 @router.post("/api/v1/embeddings", response_model=EmbeddingResponse)
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
-async def create_embeddings(body: EmbeddingRequest, registry: RegistryDep, limits: LimitsDep) -> FastJSONResponse:
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> FastJSONResponse:
     """Dense embeddings, OpenAI's request and response (plus ``options``, ``truncate`` and Jina's fields)."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = registry.for_task(body.model, "embeddings")
     texts = await input_texts(handle, body.input, limits)
     options, encoding = await embed_options(body, handle)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from embedserve import __version__, long_inputs, tasks
 from embedserve.api import schemas_tei as s
-from embedserve.api.deps import LimitsDep, RegistryDep, SettingsDep
+from embedserve.api.deps import limits_of, registry_of, settings_of
 from embedserve.api.errors import dialect_route
 from embedserve.api.openai import input_texts
 from embedserve.api.responses import FastJSONResponse, base64_rows
@@ -59,10 +59,9 @@ def _headers(tokens: int) -> dict[str, str]:
 
 
 @router.post("/embed")
-async def embed(
-    body: s.EmbedRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def embed(body: s.EmbedRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """Dense embeddings: ``[[float, ...], ...]``, one row per input."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, "embeddings", body.model, x_model)
     texts = await input_texts(handle, body.inputs, limits, "inputs")
     options = tasks.EmbedOptions(
@@ -78,10 +77,9 @@ async def embed(
 
 
 @router.post("/embed_sparse")
-async def embed_sparse(
-    body: s.SparseRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def embed_sparse(body: s.SparseRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """Sparse embeddings: ``[[{"index", "value"}, ...], ...]``, indices ascending."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, "sparse-embeddings", body.model, x_model)
     texts = await input_texts(handle, body.inputs, limits, "inputs")
     options = tasks.SparseOptions(
@@ -98,10 +96,9 @@ async def embed_sparse(
 
 
 @router.post("/rerank")
-async def rerank(
-    body: s.RerankRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def rerank(body: s.RerankRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """``[{"index", "score", "text"?}, ...]``, highest score first."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, "rerank", body.model, x_model)
     options = tasks.RerankOptions(
         long_inputs=long_inputs.choose(None, body.truncate),
@@ -119,11 +116,10 @@ async def rerank(
 
 
 @router.post("/similarity")
-async def similarity(
-    body: s.SimilarityRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def similarity(body: s.SimilarityRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """The model's similarity (``similarity_fn_name``, cosine by default) of ``inputs.source_sentence``
     with each of ``inputs.sentences``: ``[float, ...]``."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, "embeddings", body.model, x_model)
     params = body.parameters or s.SimilarityParameters()
     options = tasks.EmbedOptions(
@@ -144,10 +140,9 @@ async def similarity(
 
 
 @router.post("/tokenize")
-async def tokenize(
-    body: s.TokenizeRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def tokenize(body: s.TokenizeRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """``[[{"id", "text", "special", "start", "stop"}, ...], ...]``; offsets in UTF-8 bytes, as TEI."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, None, body.model, x_model)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     tokenized = await tasks.tokenize(
@@ -157,10 +152,9 @@ async def tokenize(
 
 
 @router.post("/decode")
-async def decode(
-    body: s.DecodeRequest, registry: RegistryDep, limits: LimitsDep, x_model: ModelHeader = None
-) -> FastJSONResponse:
+async def decode(body: s.DecodeRequest, request: Request, x_model: ModelHeader = None) -> FastJSONResponse:
     """``["text", ...]``, one per list of ids."""
+    registry, limits = registry_of(request), limits_of(request)
     handle = _handle(registry, None, body.model, x_model)
     single = bool(body.ids) and isinstance(body.ids[0], int)
     ids: Any = [body.ids] if single or not body.ids else body.ids
@@ -170,13 +164,12 @@ async def decode(
 
 @router.get("/info")
 async def info(
-    registry: RegistryDep,
-    limits: LimitsDep,
-    settings: SettingsDep,
+    request: Request,
     x_model: ModelHeader = None,
     model: Annotated[str | None, Query(description="catalogue id (or the X-Model header)")] = None,
 ) -> FastJSONResponse:
     """TEI's ``Info`` for the default model (or the one named)."""
+    registry, limits, settings = registry_of(request), limits_of(request), settings_of(request)
     handle = _handle(registry, None, model, x_model)
     described = handle.info()
     spec = handle.entry.spec
@@ -220,16 +213,15 @@ def _parse(model: type[B], data: Any) -> B:
 @router.post("/")
 async def predict(
     body: Annotated[dict[str, Any], Body(description="the body of /embed, /embed_sparse or /rerank")],
-    registry: RegistryDep,
-    limits: LimitsDep,
+    request: Request,
     x_model: ModelHeader = None,
 ) -> FastJSONResponse:
     """TEI's compatibility route: embed, embed sparse or rerank, by the type of the model."""
     model = body.get("model") if isinstance(body.get("model"), str) else None
-    handle = _handle(registry, None, model, x_model)
+    handle = _handle(registry_of(request), None, model, x_model)
     kind = handle.entry.spec.type
     if kind == "rerank":
-        return await rerank(_parse(s.RerankRequest, body), registry, limits, handle.id)
+        return await rerank(_parse(s.RerankRequest, body), request, handle.id)
     if kind == "sparse-embeddings":
-        return await embed_sparse(_parse(s.SparseRequest, body), registry, limits, handle.id)
-    return await embed(_parse(s.EmbedRequest, body), registry, limits, handle.id)
+        return await embed_sparse(_parse(s.SparseRequest, body), request, handle.id)
+    return await embed(_parse(s.EmbedRequest, body), request, handle.id)
