@@ -441,8 +441,9 @@ class Batcher:
                 self._drop(request)  # its other units, still queued, will not run
             _finish_all(failed, error)
 
-    def close(self) -> None:
-        """Stop the thread after its current batch; every queued request fails with 503."""
+    def close(self, wait: float = 30.0) -> None:
+        """Stop the threads after their current batch and wait for them (up to ``wait`` seconds), so
+        no pass is running when the engine frees its weights; every queued request fails with 503."""
         with self._cond:
             self._closed = True
             pending = {id(u.request): u.request for u in self._queue}.values()
@@ -452,3 +453,6 @@ class Batcher:
             self._queued = self._queued_tokens = 0
             self._cond.notify_all()
         self._fail(pending, ModelUnavailable(f"model '{self.model_id}' was unloaded", param="model"))
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(wait)

@@ -211,7 +211,7 @@ class LocalModelHandle:
         batcher, self.batcher = self.batcher, None
         self.state, self.error = ModelState.UNLOADED, None
         if batcher is not None:
-            batcher.close()
+            await asyncio.to_thread(batcher.close)  # waits for a pass still running
         if engine is not None:
             await asyncio.to_thread(engine.close)
         del engine, batcher
@@ -315,7 +315,7 @@ class LocalModelHandle:
         engine, self.engine = self.engine, None
         batcher, self.batcher = self.batcher, None
         if batcher is not None:
-            batcher.close()
+            await asyncio.to_thread(batcher.close)  # waits for a pass still running
         if engine is not None:
             engine.close()
 
