@@ -175,7 +175,7 @@ class Lanes:
         none waits for the others (a pass waits for a session only when the catalogue runs more
         passes than there are streams)."""
         if passes <= 1 or not self.narrow:
-            return self.run_each(inputs) if self.narrow and len(inputs) > 1 else self._alone(self.wide, inputs)
+            return self.run_each(inputs)  # one input (or one stream): the wide session; else spread
         lane = self._free.get()
         try:
             return self._alone(lane, inputs)
