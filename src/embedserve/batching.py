@@ -66,6 +66,7 @@ from embedserve.errors import (
 )
 from embedserve.gate import DeviceGate
 from embedserve.memory import release_freed_memory
+from embedserve.priority import nice_this_thread
 
 log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
@@ -156,12 +157,15 @@ class Batcher:
         weight: int | None = None,
         prepare: Callable[[int], None] | None = None,
         padded: bool = True,
+        nice: int = 0,
     ) -> None:
         """``gate``: the device's (default: a gate of its own, one pass at a time); ``weight``: the
         gate units a pass takes (default: all); ``prepare``: called before each pass with the
         passes running on the device; ``padded``: the engine pads a pass to its longest unit
-        (``Engine.is_padded``). ``limits.passes`` batch threads take batches."""
+        (``Engine.is_padded``). ``limits.passes`` batch threads take batches, each niced by
+        ``nice`` (priority.py)."""
         self.model_id = model_id
+        self._nice = nice
         self.limits = limits
         self.padded = padded
         self._forward = forward
@@ -367,6 +371,7 @@ class Batcher:
             return batch
 
     def _loop(self, index: int = 0) -> None:
+        nice_this_thread(self._nice)
         while not self._closed:
             batch = self._wait_for_batch(index)
             if batch:

@@ -38,6 +38,7 @@ from embedserve.families import detect as detect_family
 from embedserve.gate import DeviceGate
 from embedserve.memory import settle_heap
 from embedserve.model_settings import ModelSettings, merge
+from embedserve.priority import run_niced
 from embedserve.tokenizer_pool import INLINE_CHARS, TokenizerPool, chunks
 
 if TYPE_CHECKING:
@@ -128,8 +129,12 @@ class LocalModelHandle:
         tokenizer_pool: TokenizerPool,
         device_gate: Callable[[str], DeviceGate],
         observer: Observer | None = None,
+        compute_nice: int = 0,
     ) -> None:
+        """``compute_nice``: the nice increment of the threads that load the model and run its
+        passes (priority.py)."""
         self.entry = entry
+        self._compute_nice = compute_nice
         self.id = entry.id
         self._factory = factory
         self._observer = observer
@@ -165,7 +170,7 @@ class LocalModelHandle:
         log.info("model %s: loading %s (%s)", self.id, self.entry.spec.name, self.entry.source.describe())
         started = time.perf_counter()
         try:
-            engine = await asyncio.to_thread(self._factory, self.entry)
+            engine = await run_niced(self._compute_nice, self._factory, self.entry)
         except Exception as exc:
             self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("model %s: failed to load: %s", self.id, self.error)
@@ -196,6 +201,7 @@ class LocalModelHandle:
             weight=1 if engine.shares_device else gate.capacity,
             prepare=engine.pass_threads,
             padded=engine.is_padded,
+            nice=self._compute_nice,
         )
         if settle:
             settle_heap()
@@ -494,9 +500,11 @@ class Registry:
         tokenizer_queue_chars: int = 64 * 1024 * 1024,
         observer: ObserverFactory | None = None,
         handles: HandleFactory | None = None,
+        compute_nice: int = 0,
     ) -> None:
         """``factory`` makes the engines of the in-process handles; ``handles`` replaces those
-        handles (``deploy/``: models in Ray replicas)."""
+        handles (``deploy/``: models in Ray replicas); ``compute_nice``: how much lower than the
+        server's own threads the in-process models load and run their passes (priority.py)."""
         if factory is None:
             from embedserve.engines import create_engine
 
@@ -507,7 +515,7 @@ class Registry:
 
         def local(entry: CatalogEntry) -> ModelHandle:
             observed = observer(entry.id) if observer is not None else None
-            return LocalModelHandle(entry, factory, self._tokenizer_pool, self.device_gate, observed)
+            return LocalModelHandle(entry, factory, self._tokenizer_pool, self.device_gate, observed, compute_nice)
 
         make = handles or local
         self.models: dict[str, ModelHandle] = {}

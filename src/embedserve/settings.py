@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from embedserve.priority import DEFAULT_NICE
+
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
 
@@ -61,6 +63,13 @@ class Settings(BaseSettings):
         default=None,
         description="torch intra-op threads, shared by the torch passes running at once (batching.passes); "
         "default: torch's own (the physical cores)",
+    )
+    compute_nice: int = Field(
+        default=DEFAULT_NICE,
+        ge=0,
+        le=19,
+        description="how much lower than the event loop the threads that load models and run forward passes are "
+        "scheduled (a nice increment, Linux): a busy server still answers /health and 429s at once; 0: the same",
     )
     cache_dir: Path | None = Field(
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +28,26 @@ def _accepts_connections(url: str) -> bool:
         return False
 
 
+def _thread_nice_values(pid: int) -> dict[int, int]:
+    """The nice value of each thread of process ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            stat = (task / "stat").read_text()
+            values[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return values
+
+
+def _assert_compute_niced(before: dict[int, int], after: dict[int, int], pid: int) -> None:
+    """The threads the model's load started (its batch threads, ONNX Runtime's pool) run at
+    compute_nice (10) over the server's 0; the event loop's thread and those from before stay at 0."""
+    assert after[pid] == 0 and before[pid] == 0
+    assert all(after.get(tid, 0) == 0 for tid in before), (before, after)
+    new = {tid: nice for tid, nice in after.items() if tid not in before}
+    assert sum(nice == 10 for nice in new.values()) >= 2, new  # 2 lanes at least (streams on 2+ cores)
+    assert set(new.values()) <= {0, 10}, new
+
+
 def test_lazy_load_unload_and_load_again(tmp_path: Path) -> None:
     with (
         running_server(
@@ -38,9 +59,11 @@ def test_lazy_load_unload_and_load_again(tmp_path: Path) -> None:
         assert health["loaded_models"] == 0 and health["total_models"] == 3, health
         assert client.get(f"/api/v1/models/{DENSE}").json()["state"] == "not_loaded"
 
+        before = _thread_nice_values(server.process.pid)
         first = _embed(client)  # loads the dense model on demand
         assert first.status_code == 200, first.text
         assert len(first.json()["data"][0]["embedding"]) == 384
+        _assert_compute_niced(before, _thread_nice_values(server.process.pid), server.process.pid)
         assert client.get(f"/api/v1/models/{DENSE}").json()["state"] == "ready"
         assert client.get("/health").json()["loaded_models"] == 1
 

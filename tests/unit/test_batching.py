@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,9 @@ from embedserve.errors import (
     ModelUnavailable,
     Overloaded,
 )
+from embedserve.gate import DeviceGate
 from embedserve.memory import release_freed_memory
+from embedserve.priority import thread_nice
 
 pytestmark = pytest.mark.anyio
 
@@ -383,3 +386,21 @@ async def test_a_pass_that_takes_the_whole_device_runs_alone() -> None:
     finally:
         batcher.close()
     assert seen == [1] * 8  # weight: the gate's capacity, so never two at once
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread nice values are Linux's")
+async def test_batch_threads_run_their_passes_niced_below_the_event_loop() -> None:
+    seen: list[int] = []
+
+    def forward(batch: Sequence[Tokens]) -> list[int]:
+        seen.append(thread_nice())
+        return [0] * len(batch)
+
+    base = thread_nice()
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0, passes=2), DeviceGate(2), weight=1, nice=6)
+    try:
+        await asyncio.gather(*(batcher.submit(units(3)) for _ in range(4)))
+    finally:
+        batcher.close()
+    assert seen and set(seen) == {min(19, base + 6)}
+    assert thread_nice() == base

@@ -61,6 +61,7 @@ def create_app(
                 tokenizer_threads=settings.tokenizer_threads,
                 tokenizer_queue_chars=settings.tokenizer_queue_chars,
                 observer=metrics.observer,
+                compute_nice=settings.compute_nice,
             )
         metrics.watch(lambda: registry.models)
         embedding_cache = cache.from_settings(settings)

@@ -72,6 +72,7 @@ class ModelReplica:
             Catalog(catalog.path, {model_id: entry}),
             partial(create_engine, options=options),
             tokenizer_threads=settings.tokenizer_threads,
+            compute_nice=settings.compute_nice,
         )
         self._handle = self._registry.models[model_id]
         context = serve.get_replica_context()
