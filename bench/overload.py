@@ -287,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nflood {name}: {clients} clients x {texts} texts, {seconds:.0f} s: statuses {row['statuses']}")
             served = row["texts_per_second_served"]
             print(f"  served {served} texts/s, 200 p50/p99 {row['ok_p50_ms']}/{row['ok_p99_ms']} ms")
-            print(f"  429 p50 {row['refused_p50_ms']} ms; p99 of those sent after {STEADY_AFTER:.0f} s: "
-                  f"{row['refused_p99_steady_ms']} ms")
+            print(
+                f"  429 p50 {row['refused_p50_ms']} ms; p99 of those sent after {STEADY_AFTER:.0f} s: "
+                f"{row['refused_p99_steady_ms']} ms"
+            )
             for target, value, met in targets(row):
                 print(f"  {target:<46} {value:>12}  {'met' if met else 'NOT MET'}")
     data = {

@@ -74,7 +74,9 @@ def _take_out_shed(app: Any) -> None:
     layer.app = layer.app.app
 
 
-async def _request(app: Any, method: str, path: str, body: bytes) -> int:
+async def _request(
+    app: Any, method: str, path: str, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> int:
     status = 0
     delivered = False
     answered = asyncio.Event()
@@ -94,7 +96,7 @@ async def _request(app: Any, method: str, path: str, body: bytes) -> int:
         elif not message.get("more_body", False):
             answered.set()
 
-    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), *(extra_headers or [])]
     scope = http_scope(method, path, [*headers, (b"content-length", str(len(body)).encode())], 8000)
     await app(scope, receive, send)
     return status

@@ -37,6 +37,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from embedserve import errors as e
+from embedserve.api.fast_route import FastBodyRoute
 from embedserve.api.responses import FastJSONResponse
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,11 @@ RENDERERS: dict[str, Callable[[Problem], FastJSONResponse]] = {"openai": _openai
 
 
 def dialect_route(dialect: str) -> type[APIRoute]:
-    """A route class whose routes' errors are rendered in ``dialect`` (a key of ``RENDERERS``)."""
+    """A route class whose routes' errors are rendered in ``dialect`` (a key of ``RENDERERS``), and
+    whose common requests skip FastAPI's general handler (fast_route.py)."""
     if dialect not in RENDERERS:
         raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(RENDERERS)}. This is a bug.")
-    return type(f"{dialect.capitalize()}Route", (APIRoute,), {"dialect": dialect})
+    return type(f"{dialect.capitalize()}Route", (FastBodyRoute,), {"dialect": dialect})
 
 
 def matched_route(scope: Scope) -> Any:
