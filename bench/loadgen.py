@@ -27,10 +27,16 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None or self.writer.is_closing():
+    async def ensure_open(self) -> None:
+        """Connect unless the kept-alive connection is still open: like an HTTP client's pool, a
+        connection the server closed while it idled (its end of file already read) is replaced."""
+        if self.writer is None or self.writer.is_closing() or self.reader is None or self.reader.at_eof():
+            self.close()
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        await self.ensure_open()
+        assert self.reader is not None and self.writer is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"

@@ -77,9 +77,8 @@ def _bodies(model: str, texts: int, count: int) -> list[bytes]:
 
 async def _request(conn: Connection, body: bytes) -> tuple[int, int | None]:
     """POST /v1/embeddings; the status and Retry-After (loadgen's reader, keeping the header)."""
-    if conn.writer is None or conn.writer.is_closing():
-        conn.reader, conn.writer = await asyncio.open_connection(conn.host, conn.port)
-    assert conn.reader is not None
+    await conn.ensure_open()
+    assert conn.reader is not None and conn.writer is not None
     head = f"POST /v1/embeddings HTTP/1.1\r\nHost: {conn.host}\r\nContent-Length: {len(body)}\r\n"
     conn.writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
     await conn.writer.drain()
