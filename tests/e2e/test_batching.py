@@ -77,7 +77,7 @@ async def test_concurrent_clients_each_get_their_own_vectors(default_server: Ser
     assert after["inputs_computed"] - before["inputs_computed"] == sent
     with httpx.Client(base_url=default_server.url) as sync:
         batching = sync.get(f"/api/v1/models/{DENSE}").json()["batching"]
-    if batching["max_batch_size"] == 1:  # an exported engine: one input a pass, on each stream in turn
+    if batching["max_batch_size"] == 1:  # one input a pass (the catalogue's choice), on each stream in turn
         assert batching["passes"] >= 2 and after["batches"] - before["batches"] == sent
     else:
         assert after["batches"] - before["batches"] < clients * requests  # requests shared forward passes

@@ -135,12 +135,12 @@ def test_streams_split_the_threads_and_each_input_runs_alone(tiny_models: dict[s
 
 
 def test_each_stream_is_a_pass_of_its_own(tiny_models: dict[str, Path]) -> None:
-    """Served, every stream is a batch thread taking one input a pass and a unit of the gate; a
-    pass alone on the device runs on the wide session, one beside another on a narrow one, and
+    """Served, every stream is a batch thread taking up to 8 inputs a pass and a unit of the gate;
+    a pass alone on the device runs on the wide session, one beside another on a narrow one, and
     both give the rows a whole-batch forward gives."""
     engine = create_engine(_entry(tiny_models, "dense", backend="onnx", quantize="int8", threads=2, streams=2))
     try:
-        assert (engine.passes, engine.shares_device, engine.max_batch_size) == (2, True, 1)
+        assert (engine.passes, engine.shares_device, engine.max_batch_size) == (2, True, 8)
         lanes = engine.runtime  # type: ignore[attr-defined]
         units = engine.encode_texts(TEXTS, None)
         together = engine.forward(units)
