@@ -11,6 +11,8 @@ import httpx
 import pytest
 from helpers.server import ROOT, Server, running_server, stop
 
+from embedserve.priority import DEFAULT_NICE
+
 CONFIG = ROOT / "models.yaml"
 DENSE = "all-minilm-l6-v2"
 
@@ -39,13 +41,13 @@ def _thread_nice_values(pid: int) -> dict[int, int]:
 
 
 def _assert_compute_niced(before: dict[int, int], after: dict[int, int], pid: int) -> None:
-    """The threads the model's load started (its batch threads, ONNX Runtime's pool) run at
-    compute_nice (10) over the server's 0; the event loop's thread and those from before stay at 0."""
+    """The threads the model's load started (its batch threads, ONNX Runtime's pool) run at the
+    default compute_nice over the server's 0; the event loop's thread and those from before stay at 0."""
     assert after[pid] == 0 and before[pid] == 0
     assert all(after.get(tid, 0) == 0 for tid in before), (before, after)
     new = {tid: nice for tid, nice in after.items() if tid not in before}
-    assert sum(nice == 10 for nice in new.values()) >= 2, new  # 2 lanes at least (streams on 2+ cores)
-    assert set(new.values()) <= {0, 10}, new
+    assert sum(nice == DEFAULT_NICE for nice in new.values()) >= 2, new  # 2 lanes at least (streams on 2+ cores)
+    assert set(new.values()) <= {0, DEFAULT_NICE}, new
 
 
 def test_lazy_load_unload_and_load_again(tmp_path: Path) -> None:

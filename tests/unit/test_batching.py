@@ -345,8 +345,6 @@ async def test_timings_and_the_observer_see_each_pass() -> None:
 
 
 async def test_two_passes_run_side_by_side_inside_the_gate_and_every_request_gets_its_own_outputs() -> None:
-    from embedserve.gate import DeviceGate
-
     gate = DeviceGate(2)
     inside: list[int] = []  # passes on the device as each pass began
     both_in = threading.Barrier(2, timeout=5)
@@ -370,8 +368,6 @@ async def test_two_passes_run_side_by_side_inside_the_gate_and_every_request_get
 
 
 async def test_a_pass_that_takes_the_whole_device_runs_alone() -> None:
-    from embedserve.gate import DeviceGate
-
     gate = DeviceGate(2)
     seen: list[int] = []
     batcher = Batcher(

@@ -4,9 +4,9 @@ Every compute route of embedserve takes its body as one pydantic model plus the 
 also an optional ``X-Model`` header) and returns a ``Response``. FastAPI's own handler is built
 for any endpoint, and each request pays for that: the content type parsed through the ``email``
 package, the body decoded by ``json.loads`` and then validated as a dict, the parameters solved
-through the dependency machinery. For a request with a JSON content type whose body validates, this handler validates
-the bytes in one step (``model_validate_json``, pydantic's Rust JSON parser, to the same model)
-and calls the endpoint.
+through the dependency machinery. For a request with a JSON content type whose body validates,
+this handler validates the bytes in one step (``model_validate_json``, pydantic's Rust JSON
+parser, to the same model) and calls the endpoint.
 
 Everything else goes to FastAPI's own handler, so the answer is FastAPI's: an empty body, another
 content type, a body that does not parse or validate (the 422 naming the field comes from
@@ -28,7 +28,7 @@ from typing import Any, cast
 import fastapi.routing
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 try:  # FastAPI 0.165+: get_telemetry_data() is the request's data for OpenTelemetry, None when tracing is off
     from fastapi import telemetry as _telemetry
@@ -68,7 +68,7 @@ class FastBodyRoute(APIRoute):
             raw = await request.body()  # kept on the request: FastAPI's handler reads it again if need be
             try:
                 body = model.model_validate_json(raw) if raw else None
-            except (ValidationError, ValueError):
+            except ValueError:  # pydantic's ValidationError included
                 body = None
             if body is None:
                 return await general(request)
@@ -124,7 +124,7 @@ def _body_only(
 def _optional_header(field: Any) -> tuple[str, str] | None:
     """(parameter, header name as FastAPI reads it) for a ``str | None = None`` header, else None."""
     info = field.field_info
-    if info.annotation != (str | None) or info.default is not None or info.is_required():
+    if info.annotation != (str | None) or info.default is not None:  # a required one has no default
         return None
     header = field.alias
     if getattr(info, "convert_underscores", True) and header == field.name:
