@@ -19,6 +19,11 @@ The verdict (:meth:`WaitEstimator.verdict`):
   (the rest covers the estimate's error and the response), refused otherwise, with a
   ``Retry-After`` of the seconds until enough of the work ahead has drained for it to fit.
 
+A refusal tells the client that wait plus a random part of it again (:func:`spread`: up to
+``RETRY_SPREAD`` of it, at least 0 or 1 s). The clients refused in one burst would otherwise all
+come back in the same second, be refused together again, and keep the burst going; spread, they
+come back a few at a time, and each wave the server answers is smaller.
+
 The estimate is conservative where it is unsure: until a request has been tokenized, characters
 a token is a low guess (more tokens per character than most text has), and the throughput is what
 the passes delivered at the batch sizes the load gave them (a small pass does fewer tokens a
@@ -30,13 +35,24 @@ the model to everyone else.
 from __future__ import annotations
 
 import math
+import random
 import threading
+from typing import Any
 
 HEADROOM = 0.6  # of the time left to the deadline, what the estimated wait may fill (a flood slows the passes)
 ALPHA = 0.2  # weight of the newest pass (or tokenized request) in the averages
 CHARS_PER_TOKEN = 3.0  # before any text is tokenized: fewer characters a token than English has (4-5)
 MIN_CHARS_PER_TOKEN = 1.0  # a token never spans less than a character, whatever the tokenizer counted
 MAX_RETRY_AFTER = 3600
+RETRY_SPREAD = 0.5  # a refusal's Retry-After: the estimate plus a random 0 to this much of it again
+
+
+def spread(seconds: int, rng: random.Random | Any = random) -> int:
+    """The Retry-After to send for an estimated ``seconds``: ``seconds`` plus a random whole
+    number of seconds from 0 to ``RETRY_SPREAD`` of it (to at least 1; none when ``RETRY_SPREAD``
+    is 0), at most ``MAX_RETRY_AFTER``."""
+    extra = max(1, math.ceil(seconds * RETRY_SPREAD)) if RETRY_SPREAD > 0 else 0
+    return min(MAX_RETRY_AFTER, seconds + rng.randint(0, extra))
 
 
 class WaitEstimator:

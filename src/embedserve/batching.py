@@ -20,11 +20,11 @@ units off the queue's count at once, so they neither run nor hold room other req
 After a second with nothing queued, the thread returns the passes' freed memory to the OS
 (:mod:`embedserve.memory`), so RSS follows the load down.
 
-Admission (:mod:`embedserve.admission`): before a request is tokenized, :meth:`Batcher.admit`
+Admission (:mod:`embedserve.admission`): before a request is tokenized, :meth:`Batcher.incoming`
 weighs its characters and the work ahead of it (tokens queued and in passes, characters being
 tokenized) against the model's measured throughput, and refuses with :class:`Overloaded` (429,
-``Retry-After`` from the estimate) a request that could not be computed before its deadline,
-so those admitted are not answered 503 at it.
+``Retry-After`` from the estimate, spread by ``admission.spread``) a request that could not be
+computed before its deadline, so those admitted are not answered 503 at it.
 
 Each pass is reported to ``observer`` (inputs, tokens, seconds) from the batch thread, and each
 request's share of the time (queue, inference) to its :class:`RequestContext`.
@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from embedserve.admission import WaitEstimator
+from embedserve.admission import WaitEstimator, spread
 from embedserve.batch_policy import select_batch, window_size
 from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
@@ -240,6 +240,7 @@ class Batcher:
             retry_after = self.estimator.verdict(ahead, own, seconds_left)
         if retry_after is None:
             return None
+        retry_after = spread(retry_after)
         return Overloaded(
             f"model '{self.model_id}' is busy: the work queued before this request would not be done "
             f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after} s",
@@ -247,9 +248,9 @@ class Batcher:
         )
 
     def _retry_after(self, tokens: int) -> int:
-        """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement)."""
+        """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement), spread."""
         wait = self.estimator.wait(self._queued_tokens + self._running_tokens, tokens)
-        return 1 if wait is None else max(1, min(3600, int(wait) + 1))
+        return spread(1 if wait is None else max(1, min(3600, int(wait) + 1)))
 
     async def submit(self, units: Sequence[Tokens], ctx: RequestContext | None = None) -> list[Any]:
         """Queue ``units`` and wait for their outputs, in the same order. With ``ctx``, its deadline

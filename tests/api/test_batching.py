@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from embedserve import admission
 from embedserve.engines.runtimes import default_threads
 
 pytestmark = pytest.mark.anyio
@@ -21,8 +22,9 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
 
 
 async def test_past_the_queue_bound_the_server_answers_429_with_retry_after(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(admission, "RETRY_SPREAD", 0)  # the estimate itself (admission.spread)
     registry = app.state.registry
     handle = registry.get("queued")
     await handle.load()

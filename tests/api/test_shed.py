@@ -22,6 +22,7 @@ from helpers.server import ROOT
 from helpers.tiny_models import FAKE_TOKENIZER
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from embedserve import admission
 from embedserve.api import create_app
 from embedserve.api.request_context import RequestContextMiddleware
 from embedserve.api.shed import COMPUTE_ROUTES, Shed
@@ -144,8 +145,14 @@ DIALECTS = [
 @pytest.mark.usefixtures("held")
 @pytest.mark.parametrize(("path", "body", "headers"), DIALECTS)
 async def test_a_busy_model_is_refused_before_routing_as_its_route_refuses(
-    client: httpx.AsyncClient, route: httpx.AsyncClient, path: str, body: dict[str, Any], headers: dict[str, str]
+    client: httpx.AsyncClient,
+    route: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(admission, "RETRY_SPREAD", 0)  # the estimate itself, to compare the two
     early = await client.post(path, json=body, headers=headers)
     routed = await route.post(path, json=body, headers=headers)
     assert routed.status_code == 429, routed.text
@@ -156,6 +163,21 @@ async def test_a_busy_model_is_refused_before_routing_as_its_route_refuses(
     assert "x-request-id" in early.headers
     # the route refuses in the model's admission, on the way to its tokenizer; the shed before routing
     assert "x-tokenization-time" in routed.headers and "x-tokenization-time" not in early.headers
+
+
+@pytest.mark.usefixtures("held")
+async def test_the_clients_refused_together_are_told_to_come_back_at_different_times(
+    client: httpx.AsyncClient, route: httpx.AsyncClient
+) -> None:
+    body = {"model": "held-dense", "input": ["hi"]}
+    for answering in (client, route):  # the shed's refusals and the route's own
+        refused = [await answering.post("/v1/embeddings", json=body) for _ in range(40)]
+        assert {r.status_code for r in refused} == {429}
+        seconds = [int(r.headers["retry-after"]) for r in refused]
+        # the estimate (65 s), plus up to half of it again: 40 clients are not all sent back in the same second
+        assert min(seconds) >= 65 and max(seconds) <= 65 + 33, seconds
+        assert len(set(seconds)) > 1, seconds
+        assert all(f"retry in {s} s" in r.json()["error"]["message"] for r, s in zip(refused, seconds, strict=True))
 
 
 @pytest.mark.usefixtures("held")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Sequence
 
 import pytest
 
-from embedserve.admission import CHARS_PER_TOKEN, HEADROOM, WaitEstimator
+from embedserve import admission
+from embedserve.admission import CHARS_PER_TOKEN, HEADROOM, MAX_RETRY_AFTER, WaitEstimator, spread
 from embedserve.batching import Batcher, BatchLimits
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import Overloaded
@@ -22,6 +24,19 @@ def test_cold_start_admits_everything_until_a_pass_is_measured() -> None:
     assert estimator.verdict(10**9, 100, 5.0) is None  # nothing measured: no ground to refuse on
     estimator.observe_pass(100, 1.0)
     assert estimator.verdict(10**9, 100, 5.0) is not None
+
+
+def test_a_refusal_sends_the_client_back_after_the_estimate_plus_up_to_half_of_it_again() -> None:
+    rng = random.Random(7)
+    assert {spread(1, rng) for _ in range(200)} == {1, 2}  # at least a second of spread
+    assert {spread(10, rng) for _ in range(500)} == set(range(10, 16))
+    assert {spread(65, rng) for _ in range(2000)} == set(range(65, 99))  # 65 + ceil(32.5)
+    assert spread(MAX_RETRY_AFTER, rng) == MAX_RETRY_AFTER  # capped
+
+
+def test_without_a_spread_the_estimate_is_sent_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission, "RETRY_SPREAD", 0)
+    assert {spread(3) for _ in range(50)} == {3}
 
 
 def test_a_truncated_text_counts_as_no_more_than_the_model_reads() -> None:
