@@ -7,8 +7,13 @@ its next request as soon as it has an answer, or, after a 429, once its ``Retry-
 passed (as a client that backs off does; ``--ignore-retry-after``: at once). Meanwhile a probe in a
 process of its own sends ``GET /health`` every 20 ms. After each flood the clients hang up and one
 client sends one text at a time until a request is answered at normal latency (at most twice the
-p50 measured before the flood, or that p50 plus 10 ms). Prints each target with its measured value
-and writes ``bench/results/overload.json`` (the performance page's table)::
+p50 measured before the flood, or that p50 plus 10 ms).
+
+Beside each flood, the same clients flood a null server (``bench/null_server.py``: the same HTTP
+server answering every request 429 at once and doing nothing else): its 429 latencies are the
+floor that the machine, the HTTP server and the clients set by themselves, since the clients and
+the server share the cores. Prints each target with its measured value and the floor, and writes
+``bench/results/overload.json`` (the performance page's table)::
 
     python bench/overload.py --quick                 # 6 s floods, 5 s deadline
     python bench/overload.py --catalogue tiny        # the tests' tiny models instead of all-MiniLM-L6-v2
@@ -25,22 +30,26 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import uvloop
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from common import write_json  # noqa: E402
-from helpers.server import running_server  # noqa: E402
+from helpers.server import free_port, running_server, stop  # noqa: E402
 from loadgen import Connection  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "overload.json"
@@ -115,7 +124,7 @@ def _probe(port: int, stop: Any, out: Any) -> None:
         conn.close()
         return times
 
-    out.put(asyncio.run(run()))
+    out.put(uvloop.run(run()))
 
 
 async def _sequential(port: int, body: bytes, n: int) -> list[float]:
@@ -130,35 +139,39 @@ async def _sequential(port: int, body: bytes, n: int) -> list[float]:
 
 
 async def _flood(
-    port: int, bodies: list[bytes], clients: int, seconds: float, one: bytes, result: FloodResult, backoff: bool
+    port: int, bodies: list[bytes], clients: int, seconds: float, one: bytes | None, result: FloodResult, backoff: bool
 ) -> None:
-    loop = asyncio.get_running_loop()
-    began = loop.time()
+    """``clients`` clients sending ``bodies`` for ``seconds``; then, unless ``one`` is None, the time
+    until ``one`` is answered at normal latency (``result.recovery_s``)."""
+    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+    began = clock()
     stop_at = began + seconds
 
     async def client(k: int) -> None:
         conn = Connection("127.0.0.1", port)
         i = k
         try:
-            while loop.time() < stop_at:
-                sent = loop.time()
+            while clock() < stop_at:
+                sent = clock()
                 try:
                     status, retry_after = await _request(conn, bodies[i % len(bodies)])
                 except (ConnectionError, asyncio.IncompleteReadError, OSError):
                     status, retry_after = 0, None
                     conn.close()
-                result.answers.append(Answer(status, sent - began, (loop.time() - sent) * 1000, retry_after))
+                result.answers.append(Answer(status, sent - began, (clock() - sent) * 1000, retry_after))
                 i += clients
                 if backoff and retry_after is not None:
-                    await asyncio.sleep(min(retry_after, max(0.0, stop_at - loop.time())))
+                    await asyncio.sleep(min(retry_after, max(0.0, stop_at - clock())))
         finally:
             conn.close()
 
     tasks = [asyncio.create_task(client(k)) for k in range(clients)]
-    await asyncio.sleep(max(0.0, stop_at - loop.time()))
+    await asyncio.sleep(max(0.0, stop_at - clock()))
     for task in tasks:
         task.cancel()  # the clients hang up: their connections close, the server drops their work
     await asyncio.gather(*tasks, return_exceptions=True)
+    if one is None:  # the null server: nothing to recover
+        return
     ended = time.perf_counter()
     limit = max(2 * result.baseline_ms, result.baseline_ms + 10)
     conn = Connection("127.0.0.1", port)
@@ -171,22 +184,64 @@ async def _flood(
     conn.close()
 
 
-def run_flood(port: int, model: str, clients: int, texts: int, seconds: float, backoff: bool) -> FloodResult:
+def run_flood(
+    port: int, model: str, clients: int, texts: int, seconds: float, backoff: bool, *, null: bool = False
+) -> FloodResult:
+    """One flood against the server on ``port``, with the /health probe beside it; ``null``: the
+    null server (no warm-up, no baseline, no recovery to wait for)."""
     one = _bodies(model, 1, 1)[0]
     result = FloodResult()
-    asyncio.run(_sequential(port, one, 20))  # warm: the model's throughput is measured
-    result.baseline_ms = float(np.median(asyncio.run(_sequential(port, one, 30))))
+    if not null:
+        uvloop.run(_sequential(port, one, 20))  # warm: the model's throughput is measured
+        result.baseline_ms = float(np.median(uvloop.run(_sequential(port, one, 30))))
     ctx = mp.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
     probe = ctx.Process(target=_probe, args=(port, stop, out))
     probe.start()
     try:
-        asyncio.run(_flood(port, _bodies(model, texts, 4 * clients), clients, seconds, one, result, backoff))
+        bodies = _bodies(model, texts, 4 * clients)
+        uvloop.run(_flood(port, bodies, clients, seconds, None if null else one, result, backoff))
     finally:
         stop.set()
         result.health_ms = out.get(timeout=30)
         probe.join(10)
     return result
+
+
+@contextlib.contextmanager
+def null_server(log_path: Path) -> Iterator[int]:
+    """``bench/null_server.py`` on uvicorn (httptools, uvloop: as ``embedserve serve`` runs) on a free
+    loopback port; yields the port once it answers, stops it on exit."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "null_server:app", "--app-dir", str(ROOT / "bench")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    cmd += ["--log-level", "warning", "--no-access-log"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # poll until it answers
+            assert process.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, f"null server not up in 60 s: {log_path.read_text()[-4000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield port
+    finally:
+        stop(process)
+
+
+def floor(result: FloodResult) -> dict[str, Any]:
+    """The null server's 429 and /health latencies under the same flood."""
+    refused = [a for a in result.answers if a.status == 429]
+    return {
+        "refused": len(refused),
+        "refused_p50_ms": _p([a.ms for a in refused], 50),
+        "refused_p99_ms": _p([a.ms for a in refused], 99),
+        "refused_p99_steady_ms": _p([a.ms for a in refused if a.sent >= STEADY_AFTER], 99),
+        "health_p99_ms": _p(result.health_ms, 99),
+    }
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -278,9 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         path, model = catalogue(args.catalogue, Path(tmp))
         server = stack.enter_context(running_server(path, env=env, log_path=Path(tmp) / "server.log"))
         port = int(server.url.rsplit(":", 1)[1])
+        null_port = stack.enter_context(null_server(Path(tmp) / "null.log"))
         for name, (clients, texts) in FLOODS.items():
-            flood = run_flood(port, model, clients, texts, seconds, not args.ignore_retry_after)
-            row = summarize(flood, clients, texts, seconds)
+            backoff = not args.ignore_retry_after
+            lowest = floor(run_flood(null_port, model, clients, texts, seconds, backoff, null=True))
+            flood = run_flood(port, model, clients, texts, seconds, backoff)
+            row = {**summarize(flood, clients, texts, seconds), "null_server": lowest}
             rows[name] = row
             print(f"\nflood {name}: {clients} clients x {texts} texts, {seconds:.0f} s: statuses {row['statuses']}")
             served = row["texts_per_second_served"]
@@ -288,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  429 p50 {row['refused_p50_ms']} ms; p99 of those sent after {STEADY_AFTER:.0f} s: "
                 f"{row['refused_p99_steady_ms']} ms"
+            )
+            print(
+                f"  the null server under the same flood (the floor): 429 p50 {lowest['refused_p50_ms']} ms, "
+                f"p99 {lowest['refused_p99_ms']} ms, after {STEADY_AFTER:.0f} s {lowest['refused_p99_steady_ms']} ms; "
+                f"/health p99 {lowest['health_p99_ms']} ms"
             )
             for target, value, met in targets(row):
                 print(f"  {target:<46} {value:>12}  {'met' if met else 'NOT MET'}")

@@ -356,18 +356,16 @@ def overload(results: Path) -> str:
         texts = row["texts_per_request"]
         load_ = f"{row['clients']:,} clients {TIMES} {texts} text{'s' if texts > 1 else ''}"
         statuses = ", ".join(f"{k}: {v:,}" for k, v in row["statuses"].items())
-        refused = "no 429" if row["refused_p99_ms"] is None else f"{row['refused_p99_ms']:.1f} ms"
-        steady = row.get("refused_p99_steady_ms")
-        steady_text = "" if steady is None else f"{steady:.1f} ms"
+        floor = row.get("null_server", {})
         rows.append(
             [
                 load_,
                 statuses,
                 _num(row["texts_per_second_served"]),
-                refused,
-                steady_text,
+                _ms_beside(row["refused_p99_ms"], floor.get("refused_p99_ms"), "no 429"),
+                _ms_beside(row.get("refused_p99_steady_ms"), floor.get("refused_p99_steady_ms"), ""),
                 str(row["deadline_503_steady"]),
-                f"{row['health_p99_ms']:.1f} ms",
+                _ms_beside(row["health_p99_ms"], floor.get("health_p99_ms"), ""),
                 f"{row['recovery_s']:.2f} s",
             ]
         )
@@ -383,9 +381,17 @@ def overload(results: Path) -> str:
     ]
     note = (
         f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, "
-        f"{'clients waiting out Retry-After' if data['clients_honour_retry_after'] else 'clients resending at once'}."
+        f"{'clients waiting out Retry-After' if data['clients_honour_retry_after'] else 'clients resending at once'}. "
+        "In brackets: the null server under the same flood (`bench/null_server.py`, the floor)."
     )
     return _table(header, rows) + "\n\n" + note
+
+
+def _ms_beside(value: float | None, floor: float | None, missing: str) -> str:
+    """``value`` ms, with the null server's ``floor`` in brackets when measured."""
+    if value is None:
+        return missing
+    return f"{value:.1f} ms" + ("" if floor is None else f" ({floor:.1f} ms)")
 
 
 def gpu(results: Path) -> str:
