@@ -5,6 +5,7 @@ closed, with a JSON error where a request had begun, while /health keeps answeri
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import resource
 import socket
@@ -151,3 +152,63 @@ def test_idle_keep_alive_connections_are_closed(open_server: Server) -> None:
     assert _outcome(sock, IDLE_TIMEOUT + 3) == "closed"
     assert time.monotonic() - started < IDLE_TIMEOUT + 2
     sock.close()
+
+
+def _writes(server: Server) -> int:
+    """The write system calls the server process has made (``syscw`` of /proc/<pid>/io)."""
+    with open(f"/proc/{server.process.pid}/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("syscw:"))
+
+
+def test_a_response_leaves_in_one_write(open_server: Server) -> None:
+    """Head and body in one write (connections.HeadWithBody): a GET's answer costs the server as
+    many write calls as a HEAD's, which has no body (uvicorn alone writes the head and the body apart:
+    one more a GET). The access log's write, if any, is the same for both."""
+    parts = urlsplit(open_server.url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+
+    def writes_a_request(method: str, path: str, n: int = 50) -> float:
+        conn.request(method, path)
+        conn.getresponse().read()  # the connection is open and warm
+        before = _writes(open_server)
+        for _ in range(n):
+            conn.request(method, path)
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200
+            assert (body == b"") == (method == "HEAD")
+        return (_writes(open_server) - before) / n
+
+    try:
+        head = writes_a_request("HEAD", "/health")
+        assert writes_a_request("GET", "/health") == pytest.approx(head, abs=0.2)
+        assert writes_a_request("GET", "/v1/models") == pytest.approx(head, abs=0.2)
+    finally:
+        conn.close()
+
+
+def test_100_continue_is_sent_before_the_body_is(open_server: Server) -> None:
+    body = json.dumps({"input": "a"}).encode()
+    sock = _connect(open_server)
+    try:
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")  # before a byte of the body
+        sock.sendall(body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+        assert json.loads(data.partition(b"\r\n\r\n")[2])["data"][0]["embedding"]
+    finally:
+        sock.close()
+
+
+def _length(data: bytes) -> int:
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))

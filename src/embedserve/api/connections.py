@@ -18,6 +18,13 @@ is refused. :func:`guarded_protocol` makes uvicorn's protocol class with these l
 These answers (and the 400 for a request the parser refuses) are JSON in OpenAI's error shape,
 as the router's 404 is; the connection is closed after them.
 
+One write a response: uvicorn writes a response's head as soon as the app starts it, and its
+body in a second write, so every response costs two system calls and reaches the client as two
+TCP segments (the socket has Nagle's algorithm off), waking the client's reader twice.
+:class:`HeadWithBody` holds the head until the body's first bytes and hands both to the socket
+together (``writelines``: one ``writev`` on uvloop). Bytes reach the client in the same order; a
+``HEAD`` response (no body follows) and ``100 Continue`` are written at once.
+
 Without API keys, the ``Host`` header must name this server (against DNS rebinding: a web page
 whose own name is made to resolve to 127.0.0.1 would otherwise reach a loopback server from a
 browser): one of ``allowed_hosts``, or, on a loopback address, ``localhost``, ``127.0.0.1`` and
@@ -38,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from embedserve.errors import clip
 
@@ -134,6 +141,39 @@ async def _wrong_host(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class HeadWithBody:
+    """A request cycle's transport: the response's head is held until the first write after it
+    (the body's first bytes; ``close`` too) and goes out in the same call (module docstring)."""
+
+    __slots__ = ("_head", "_held", "cycle", "transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self.transport, self.cycle = transport, cycle
+        self._head: bytes | None = None
+        self._held = False  # a head has been held (one a response)
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self.transport.writelines((head, data))
+        elif self.cycle.response_started and not self._held and self.cycle.scope["method"] != "HEAD":
+            self._head, self._held = data, True  # the head: the cycle set response_started before writing it
+        else:
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -244,6 +284,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        cycle = self.cycle
         if self._host_allowed():
             super().on_headers_complete()
         else:  # answered by a small ASGI app in place of ours, through uvicorn's own request cycle
@@ -252,6 +293,8 @@ class GuardedHttpTools(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
+        if self.cycle is not None and self.cycle is not cycle:  # a new request's cycle (not an upgrade)
+            self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
         if self._has_body() and self.limits.min_body_rate > 0:
             self._body_started = time.monotonic()
             self._body_bytes, self._body_paused = 0, 0.0
