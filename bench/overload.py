@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import uvloop
 import yaml
@@ -49,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from common import write_json  # noqa: E402
-from helpers.server import free_port, running_server, stop  # noqa: E402
+from helpers.server import free_port, running_server, stop, wait_until_up  # noqa: E402
 from loadgen import Connection  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "overload.json"
@@ -219,29 +218,16 @@ def null_server(log_path: Path) -> Iterator[int]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # poll until it answers
-            assert process.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, f"null server not up in 60 s: {log_path.read_text()[-4000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
+        wait_until_up(f"http://127.0.0.1:{port}", process, log_path, 60, lambda health: health.status_code == 200)
         yield port
     finally:
         stop(process)
 
 
-def floor(result: FloodResult) -> dict[str, Any]:
-    """The null server's 429 and /health latencies under the same flood."""
-    refused = [a for a in result.answers if a.status == 429]
-    return {
-        "refused": len(refused),
-        "refused_p50_ms": _p([a.ms for a in refused], 50),
-        "refused_p99_ms": _p([a.ms for a in refused], 99),
-        "refused_p99_steady_ms": _p([a.ms for a in refused if a.sent >= STEADY_AFTER], 99),
-        "health_p99_ms": _p(result.health_ms, 99),
-    }
+def floor(row: dict[str, Any]) -> dict[str, Any]:
+    """The null server's 429 and /health latencies under a flood, from its :func:`summarize` row."""
+    keys = ("refused_p50_ms", "refused_p99_ms", "refused_p99_steady_ms", "health_p99_ms")
+    return {"refused": row["statuses"].get("429", 0), **{key: row[key] for key in keys}}
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -336,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         null_port = stack.enter_context(null_server(Path(tmp) / "null.log"))
         for name, (clients, texts) in FLOODS.items():
             backoff = not args.ignore_retry_after
-            lowest = floor(run_flood(null_port, model, clients, texts, seconds, backoff, null=True))
+            null = run_flood(null_port, model, clients, texts, seconds, backoff, null=True)
+            lowest = floor(summarize(null, clients, texts, seconds))
             flood = run_flood(port, model, clients, texts, seconds, backoff)
             row = {**summarize(flood, clients, texts, seconds), "null_server": lowest}
             rows[name] = row

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-from typing import Any
 
 HEADROOM = 0.6  # of the time left to the deadline, what the estimated wait may fill (a flood slows the passes)
 ALPHA = 0.2  # weight of the newest pass (or tokenized request) in the averages
@@ -47,12 +46,12 @@ MAX_RETRY_AFTER = 3600
 RETRY_SPREAD = 0.5  # a refusal's Retry-After: the estimate plus a random 0 to this much of it again
 
 
-def spread(seconds: int, rng: random.Random | Any = random) -> int:
+def spread(seconds: int, rng: random.Random | None = None) -> int:
     """The Retry-After to send for an estimated ``seconds``: ``seconds`` plus a random whole
     number of seconds from 0 to ``RETRY_SPREAD`` of it (to at least 1; none when ``RETRY_SPREAD``
     is 0), at most ``MAX_RETRY_AFTER``."""
     extra = max(1, math.ceil(seconds * RETRY_SPREAD)) if RETRY_SPREAD > 0 else 0
-    return min(MAX_RETRY_AFTER, seconds + rng.randint(0, extra))
+    return min(MAX_RETRY_AFTER, seconds + (rng or random).randint(0, extra))
 
 
 class WaitEstimator:

@@ -250,7 +250,7 @@ class Batcher:
     def _retry_after(self, tokens: int) -> int:
         """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement), spread."""
         wait = self.estimator.wait(self._queued_tokens + self._running_tokens, tokens)
-        return spread(1 if wait is None else max(1, min(3600, int(wait) + 1)))
+        return spread(1 if wait is None else max(1, int(wait) + 1))  # spread caps it at MAX_RETRY_AFTER
 
     async def submit(self, units: Sequence[Tokens], ctx: RequestContext | None = None) -> list[Any]:
         """Queue ``units`` and wait for their outputs, in the same order. With ``ctx``, its deadline

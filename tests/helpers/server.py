@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,22 +69,35 @@ def running_server(
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text()[-4000:]
-                raise RuntimeError(f"server exited with {process.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready in {timeout} s:\n{log_path.read_text()[-4000:]}")
-            # ValueError: a front that answers before the app does (Ray Serve's proxy: a text 404)
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                health = httpx.get(f"{url}/health", timeout=2).json()
-                if health["startup_complete"] or not wait_for_models:
-                    break
-            time.sleep(0.2)
+        wait_until_up(
+            url, process, log_path, timeout, lambda health: health.json()["startup_complete"] or not wait_for_models
+        )
         yield Server(url, process, log_path, time.perf_counter() - started)
     finally:
         stop(process)
+
+
+def wait_until_up(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+    ready: Callable[[httpx.Response], bool],
+) -> None:
+    """Poll ``url``'s ``/health`` until ``ready`` says so; the log's tail in the error if the
+    process exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            tail = log_path.read_text()[-4000:]
+            raise RuntimeError(f"server exited with {process.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not ready in {timeout} s:\n{log_path.read_text()[-4000:]}")
+        # ValueError: a front that answers before the app does (Ray Serve's proxy: a text 404)
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if ready(httpx.get(f"{url}/health", timeout=2)):
+                return
+        time.sleep(0.2)
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
