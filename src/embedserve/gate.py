@@ -50,6 +50,16 @@ class DeviceGate:
             self._cond.notify_all()  # the next in line may fit too
             return self.passes
 
+    def try_acquire(self, weight: int) -> int | None:
+        """:meth:`acquire` when the units are free now and nobody waits for them; else None, at once."""
+        weight = min(max(1, weight), self.capacity)
+        with self._cond:
+            if self._waiting or self.used + weight > self.capacity:
+                return None
+            self.used += weight
+            self.passes += 1
+            return self.passes
+
     def release(self, weight: int) -> None:
         weight = min(max(1, weight), self.capacity)
         with self._cond:

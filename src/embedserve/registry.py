@@ -130,11 +130,14 @@ class LocalModelHandle:
         device_gate: Callable[[str], DeviceGate],
         observer: Observer | None = None,
         compute_nice: int = 0,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         """``compute_nice``: the nice increment of the threads that load the model and run its
-        passes (priority.py)."""
+        passes (priority.py); ``alone``: whether the server has no request in progress but the one
+        asking (the batcher may then run a lone short input on the event loop, batching.py)."""
         self.entry = entry
         self._compute_nice = compute_nice
+        self._alone = alone
         self.id = entry.id
         self._factory = factory
         self._observer = observer
@@ -202,6 +205,7 @@ class LocalModelHandle:
             prepare=engine.pass_threads,
             padded=engine.is_padded,
             nice=self._compute_nice,
+            alone=self._alone,
         )
         if settle:
             settle_heap()
@@ -501,10 +505,12 @@ class Registry:
         observer: ObserverFactory | None = None,
         handles: HandleFactory | None = None,
         compute_nice: int = 0,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         """``factory`` makes the engines of the in-process handles; ``handles`` replaces those
         handles (``deploy/``: models in Ray replicas); ``compute_nice``: how much lower than the
-        server's own threads the in-process models load and run their passes (priority.py)."""
+        server's own threads the in-process models load and run their passes (priority.py);
+        ``alone``: whether the server has no request in progress but the one asking (batching.py)."""
         if factory is None:
             from embedserve.engines import create_engine
 
@@ -515,7 +521,9 @@ class Registry:
 
         def local(entry: CatalogEntry) -> ModelHandle:
             observed = observer(entry.id) if observer is not None else None
-            return LocalModelHandle(entry, factory, self._tokenizer_pool, self.device_gate, observed, compute_nice)
+            return LocalModelHandle(
+                entry, factory, self._tokenizer_pool, self.device_gate, observed, compute_nice, alone
+            )
 
         make = handles or local
         self.models: dict[str, ModelHandle] = {}

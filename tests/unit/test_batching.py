@@ -400,3 +400,89 @@ async def test_batch_threads_run_their_passes_niced_below_the_event_loop() -> No
         batcher.close()
     assert seen and set(seen) == {min(19, base + 6)}
     assert thread_nice() == base
+
+
+class ThreadRecorder(Recorder):
+    """A :class:`Recorder` that also notes the thread each pass ran on."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.threads: list[str] = []
+
+    def __call__(self, batch: Sequence[Tokens]) -> list[tuple[int, int]]:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(batch)
+
+
+async def test_a_lone_short_input_runs_on_the_event_loop_once_lone_passes_are_known_short() -> None:
+    forward = ThreadRecorder()
+    seen: list[tuple[int, int, float]] = []
+    alone = [True]
+    batcher = Batcher(
+        "m", forward, BatchLimits(max_wait_ms=0), observer=lambda *a: seen.append(a), alone=lambda: alone[0]
+    )
+    loop_thread = threading.current_thread().name
+    try:
+        assert await batcher.submit(units(3, tag=0)) == [(0, 0)]  # nothing measured yet: a batch thread
+        ctx = RequestContext("r")
+        assert await batcher.submit(units(4, tag=1), ctx) == [(1, 0)]
+        assert await batcher.submit(units(3, 5, tag=2)) == [(2, 0), (2, 1)]  # two inputs: a batch thread
+        alone[0] = False  # another request in the server: it may be waiting to join this one
+        assert await batcher.submit(units(3, tag=3)) == [(3, 0)]
+    finally:
+        batcher.close()
+    assert forward.threads == ["batch-m-0", loop_thread, "batch-m-0", "batch-m-0"]
+    assert [(n, t) for n, t, _ in seen] == [(1, 3), (1, 4), (2, 8), (1, 3)]
+    assert ctx.tokens == 4 and ctx.inference == pytest.approx(seen[1][2]) and ctx.queue == 0
+    assert (batcher.batches, batcher.inputs_computed, batcher.running, batcher.queue_depth) == (4, 5, 0, 0)
+
+
+async def test_no_input_runs_on_the_event_loop_while_the_model_or_the_device_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import embedserve.batching as batching
+
+    forward = ThreadRecorder()
+    gate = DeviceGate(1)
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0), gate, alone=lambda: True)
+    loop_thread = threading.current_thread().name
+    try:
+        await batcher.submit(units(3, tag=0))  # measures a lone pass
+        gate.acquire(1)  # another model's pass holds the device: the loop must not wait for it
+        held = asyncio.ensure_future(batcher.submit(units(3, tag=1)))
+        await until(lambda: batcher.queue_depth == 1 or batcher.running == 1)
+        gate.release(1)
+        assert await held == [(1, 0)]
+        forward.gate.clear()  # a pass of this model running: the next lone input queues behind it
+        running = asyncio.ensure_future(batcher.submit(units(3, 3, tag=2)))  # two inputs: a batch thread
+        await until(in_pass(batcher))
+        behind = asyncio.ensure_future(batcher.submit(units(3, tag=3)))
+        await until(queued(batcher, 1))
+        forward.gate.set()
+        assert await running == [(2, 0), (2, 1)] and await behind == [(3, 0)]
+        with batcher.incoming(10):  # another request being tokenized: it may join the batch
+            assert await batcher.submit(units(3, tag=4)) == [(4, 0)]
+        monkeypatch.setattr(batching, "INLINE_SECONDS", 0.0)  # a pass expected to take too long
+        assert await batcher.submit(units(3, tag=5)) == [(5, 0)]
+        monkeypatch.undo()
+        assert await batcher.submit(units(3, tag=6)) == [(6, 0)]
+    finally:
+        batcher.close()
+    assert loop_thread not in forward.threads[:6] and forward.threads[6] == loop_thread
+    assert (gate.used, gate.passes) == (0, 0)
+
+
+async def test_an_input_run_on_the_event_loop_fails_as_a_batch_does_and_the_batcher_goes_on() -> None:
+    forward = ThreadRecorder(fail_on_tag=1)
+    batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0), alone=lambda: True)
+    loop_thread = threading.current_thread().name
+    try:
+        await batcher.submit(units(3, tag=0))
+        with pytest.raises(InferenceFailed) as err:
+            await batcher.submit(units(3, tag=1))
+        assert "secret" not in err.value.message
+        assert await batcher.submit(units(3, tag=2)) == [(2, 0)]
+    finally:
+        batcher.close()
+    assert forward.threads[1:] == [loop_thread, loop_thread]
+    assert (batcher.running, batcher.queue_depth) == (0, 0)

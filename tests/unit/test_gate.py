@@ -59,3 +59,19 @@ def test_weights_are_clamped_to_the_capacity_and_capacity_must_be_positive() -> 
         assert passes == 1 and gate.used == 1
     with pytest.raises(ValueError, match="capacity must be at least 1"):
         DeviceGate(0)
+
+
+def test_try_acquire_enters_only_when_the_units_are_free_and_nobody_waits() -> None:
+    gate = DeviceGate(2)
+    assert gate.try_acquire(1) == 1
+    assert gate.try_acquire(2) is None  # one unit left
+    waiter = threading.Thread(target=lambda: (gate.acquire(2), gate.release(2)))
+    waiter.start()
+    while not gate._waiting:  # the whole-device pass is in line
+        time.sleep(0.001)
+    assert gate.try_acquire(1) is None  # a unit is free, but the waiting pass came first
+    gate.release(1)
+    waiter.join(2)
+    assert gate.try_acquire(1) == 1
+    gate.release(1)
+    assert (gate.used, gate.passes) == (0, 0)

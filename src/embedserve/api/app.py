@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embedserve import __version__, cache
-from embedserve.api import cohere, health, models, multi_vector, native, openai, playground, tei
+from embedserve.api import cohere, connections, health, models, multi_vector, native, openai, playground, tei
 from embedserve.api.auth import APIKeyAuth
 from embedserve.api.body_limit import BodyLimits
 from embedserve.api.disconnect import CancelOnDisconnect
@@ -62,6 +62,7 @@ def create_app(
                 tokenizer_queue_chars=settings.tokenizer_queue_chars,
                 observer=metrics.observer,
                 compute_nice=settings.compute_nice,
+                alone=connections.one_request_in_progress,
             )
         metrics.watch(lambda: registry.models)
         embedding_cache = cache.from_settings(settings)

@@ -25,6 +25,21 @@ TCP segments (the socket has Nagle's algorithm off), waking the client's reader 
 together (``writelines``: one ``writev`` on uvloop). Bytes reach the client in the same order; a
 ``HEAD`` response (no body follows) and ``100 Continue`` are written at once.
 
+A probe first: ``GET /health`` (and ``HEAD``) is answered as soon as its bytes are read. uvicorn
+starts every request as a task, whose first step runs on the event loop's next turn, after every
+task already waiting to run: under load, the request tasks started from the same reads and the
+responses of a finished pass, tens of milliseconds. The probe's cycle is instead stepped at once,
+in the read's own callback, once the read is parsed (its request is complete then, and
+``/health`` is answered before routing, never waiting on anything): it runs to its end there,
+and the rare step that does wait (a client not reading its answers) goes on in a task.
+
+The requests read and not yet answered, on every connection of this process, are counted
+(:func:`one_request_in_progress`): the batcher runs a lone short input on the event loop only
+when its request is the one request in progress (batching.py). Counted from the moment a
+request's headers are parsed, a request whose task has not started yet counts as much as one
+being computed. Served other ways (in-process, a Ray replica), no request is counted, and none
+ever runs on the event loop.
+
 Without API keys, the ``Host`` header must name this server (against DNS rebinding: a web page
 whose own name is made to resolve to 127.0.0.1 would otherwise reach a loopback server from a
 browser): one of ``allowed_hosts``, or, on a loopback address, ``localhost``, ``127.0.0.1`` and
@@ -34,6 +49,7 @@ browser): one of ``allowed_hosts``, or, on a loopback address, ``localhost``, ``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ipaddress
 import json
@@ -41,10 +57,12 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from embedserve.errors import clip
@@ -176,6 +194,45 @@ class HeadWithBody:
         return self.transport.is_closing()
 
 
+_in_progress = 0  # requests read and not yet answered, on every GuardedHttpTools connection
+
+
+def one_request_in_progress() -> bool:
+    """Whether the server holds exactly one request read and not yet answered (the asker's own)."""
+    return _in_progress == 1
+
+
+PROBE_PATHS = frozenset({"/health"})  # answered before routing (api/shed.py): their cycles never wait
+
+
+class _Resumed:
+    """The rest of a coroutine already stepped once (it yielded ``first``), to be awaited by a task:
+    each value or exception the task sends goes on into the coroutine."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        pending = self.first
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as exc:  # thrown in by the task: a cancellation
+                step = functools.partial(self.coro.throw, exc)
+            else:
+                step = functools.partial(self.coro.send, sent)
+            try:
+                pending = step()
+            except StopIteration:
+                return
+
+
+async def _carry_on(coro: Coroutine[Any, Any, None], first: Any) -> None:
+    await _Resumed(coro, first)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of this module (``limits``: set by
     :func:`guarded_protocol` on a subclass)."""
@@ -193,6 +250,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._body_bytes = 0
         self._body_paused = 0.0  # seconds the server itself stopped reading this body
         self.last_active = time.monotonic()
+        self._unanswered = 0  # this connection's requests read and not yet answered (pipelined ones too)
+        self._reading = False  # in data_received: a probe's cycle waits for the read to be parsed
+        self._probe: tuple[RequestResponseCycle, ASGI3Application] | None = None
 
     # connection
 
@@ -205,7 +265,18 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self._answered(self._unanswered)  # the client will not read them now
         super().connection_lost(exc)
+
+    def _answered(self, requests: int = 1) -> None:
+        global _in_progress
+        requests = min(requests, self._unanswered)
+        self._unanswered -= requests
+        _in_progress -= requests
+
+    def on_response_complete(self) -> None:
+        self._answered()
+        super().on_response_complete()
 
     def _evict_idle(self) -> None:
         """Close the connection idle the longest; failing that, the one that has been sending its body
@@ -239,7 +310,34 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.last_active = time.monotonic()
         if self._in_head and not self._count_head(data):
             return
-        super().data_received(data)
+        self._reading = True
+        try:
+            super().data_received(data)
+        finally:
+            self._reading = False
+        if self._probe is not None:
+            (cycle, app), self._probe = self._probe, None
+            self._run_at_once(cycle, app)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        scope = cycle.scope
+        if self._reading and scope["path"] in PROBE_PATHS and scope["method"] in ("GET", "HEAD"):
+            self._probe = (cycle, app)  # stepped once this read is parsed (module docstring)
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def _run_at_once(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """Step the cycle now, in a context of its own, as its task's first step would; a task
+        carries on from where it waits, if it does."""
+        context = contextvars.Context()
+        coro = cycle.run_asgi(app)
+        try:
+            first = context.run(coro.send, None)
+        except StopIteration:
+            return  # answered
+        task = self.loop.create_task(_carry_on(coro, first), context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def _count_head(self, data: bytes) -> bool:
         """Count the head's bytes; False (and a 431) once past ``max_header_bytes``."""
@@ -295,6 +393,9 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.app = app
         if self.cycle is not None and self.cycle is not cycle:  # a new request's cycle (not an upgrade)
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
+            global _in_progress
+            self._unanswered += 1
+            _in_progress += 1
         if self._has_body() and self.limits.min_body_rate > 0:
             self._body_started = time.monotonic()
             self._body_bytes, self._body_paused = 0, 0.0

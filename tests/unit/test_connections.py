@@ -1,0 +1,161 @@
+"""The probe's cycle, stepped in the read's own callback: uvicorn's protocol on a transport that records writes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import uvicorn
+
+from embedserve.api import connections
+from embedserve.api.connections import ConnectionLimits, GuardedHttpTools, guarded_protocol
+
+pytestmark = pytest.mark.anyio
+
+
+class Transport(asyncio.Transport):
+    """What the protocol writes, in order; nothing reaches a socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        self.written.append(b"".join(chunks))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.written)
+
+
+class App:
+    """``/health`` answers at once unless ``hold`` is set (then it waits for it); anything else
+    answers after a turn of the loop. Notes what each request saw."""
+
+    def __init__(self) -> None:
+        self.hold: asyncio.Event | None = None
+        self.cancelled = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] != "/health":
+            await asyncio.sleep(0)
+        elif self.hold is not None:
+            try:
+                await self.hold.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        body = scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def connected(app: App) -> tuple[GuardedHttpTools, Transport]:
+    config = uvicorn.Config(app, lifespan="off", log_level="warning")
+    protocol = guarded_protocol(ConnectionLimits())(config, uvicorn.server.ServerState(), {})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_health_is_answered_inside_the_read_that_brought_it() -> None:
+    protocol, transport = connected(App())
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert transport.data.startswith(b"HTTP/1.1 200 OK\r\n") and transport.data.endswith(b"/health")
+    assert not protocol.tasks  # no task was needed
+    transport.written.clear()
+    protocol.data_received(b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert transport.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    protocol.connection_lost(None)
+
+
+async def test_other_requests_start_as_tasks_on_the_next_turn() -> None:
+    protocol, transport = connected(App())
+    protocol.data_received(b"POST /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
+    protocol.data_received(b"")  # nothing more: still nothing answered
+    assert transport.data == b"" and len(protocol.tasks) == 1
+    await asyncio.gather(*protocol.tasks)
+    assert transport.data.endswith(b"/health")
+    transport.written.clear()
+    protocol.data_received(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert transport.data == b""
+    await asyncio.gather(*protocol.tasks)
+    assert transport.data.endswith(b"/v1/models")
+    protocol.connection_lost(None)
+
+
+async def test_a_probe_that_waits_goes_on_in_a_task_and_can_be_cancelled() -> None:
+    app = App()
+    app.hold = asyncio.Event()
+    protocol, transport = connected(app)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert transport.data == b"" and len(protocol.tasks) == 1
+    app.hold.set()
+    await asyncio.gather(*protocol.tasks)
+    assert transport.data.endswith(b"/health") and not protocol.tasks
+
+    app.hold = asyncio.Event()  # waiting again, and cancelled (uvicorn's shutdown cancels its tasks)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    [task] = protocol.tasks
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert app.cancelled
+    protocol.connection_lost(None)
+
+
+async def test_a_probe_behind_another_request_on_its_connection_waits_its_turn() -> None:
+    protocol, transport = connected(App())
+    protocol.data_received(
+        b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    assert transport.data == b""  # the first request's task has not run: the probe is queued behind it
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if transport.data.endswith(b"/health"):
+            break
+    assert transport.data.index(b"/v1/models") < transport.data.index(b"/health")
+    protocol.connection_lost(None)
+
+
+async def test_requests_read_and_not_yet_answered_are_counted_across_connections() -> None:
+    held = App()
+    held.hold = asyncio.Event()  # its /health waits until set
+    first, _ = connected(App())
+    second, _ = connected(held)
+    assert not connections.one_request_in_progress()
+    first.data_received(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert connections.one_request_in_progress()  # read, its task not started yet: counted
+    second.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert not connections.one_request_in_progress()  # two
+    await asyncio.gather(*first.tasks)
+    assert connections.one_request_in_progress()  # the first answered, the second waits
+    second.connection_lost(None)  # the second's client went away: nobody to answer
+    assert connections._in_progress == 0
+    held.hold.set()
+    await asyncio.gather(*second.tasks)
+    assert connections._in_progress == 0
+    first.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # answered within the read
+    assert connections._in_progress == 0
+    first.connection_lost(None)
