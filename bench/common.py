@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,28 @@ def server_url(url: str | None) -> Iterator[str]:
 
     with running_server(ROOT / "models.yaml") as server:
         yield server.url
+
+
+@contextlib.contextmanager
+def null_server(log_path: Path, answer: str = "refuse") -> Iterator[int]:
+    """``bench/null_server.py`` answering as ``answer`` says, on uvicorn (httptools, uvloop: as
+    ``embedserve serve`` runs) on a free loopback port; yields the port once it answers, stops it
+    on exit."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.server import free_port, stop, wait_until_up
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "null_server:app", "--app-dir", str(ROOT / "bench")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    cmd += ["--log-level", "warning", "--no-access-log"]
+    env = {**os.environ, "NULL_SERVER_ANSWER": answer}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", process, log_path, 60, lambda health: health.status_code == 200)
+        yield port
+    finally:
+        stop(process)
 
 
 def write_json(path: Path, data: Any) -> None:

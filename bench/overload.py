@@ -30,12 +30,10 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import write_json  # noqa: E402
-from helpers.server import free_port, running_server, stop, wait_until_up  # noqa: E402
+from common import null_server, write_json  # noqa: E402
+from helpers.server import running_server  # noqa: E402
 from loadgen import Connection  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "overload.json"
@@ -205,23 +203,6 @@ def run_flood(
         result.health_ms = out.get(timeout=30)
         probe.join(10)
     return result
-
-
-@contextlib.contextmanager
-def null_server(log_path: Path) -> Iterator[int]:
-    """``bench/null_server.py`` on uvicorn (httptools, uvloop: as ``embedserve serve`` runs) on a free
-    loopback port; yields the port once it answers, stops it on exit."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "null_server:app", "--app-dir", str(ROOT / "bench")]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-    cmd += ["--log-level", "warning", "--no-access-log"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}", process, log_path, 60, lambda health: health.status_code == 200)
-        yield port
-    finally:
-        stop(process)
 
 
 def floor(row: dict[str, Any]) -> dict[str, Any]:

@@ -108,11 +108,14 @@ def batching_speed(results: Path) -> str:
             served = s.get(key)
             cells.append(f"{_num(served['items_per_second'])} ({served['ratio_to_ceiling']:.2f})" if served else "—")
         single = s.get("single_query")
-        cells.append(
-            f"{_num(single['served_p50_ms'], 2)} / {_num(single['encode_p50_ms'], 2)} ({single['gap_ms']:+.2f})"
-            if single
-            else "—"
-        )
+        if single:
+            floor = single.get("http_floor_p50_ms")
+            cells.append(
+                f"{_num(single['served_p50_ms'], 2)} / {_num(single['encode_p50_ms'], 2)} ({single['gap_ms']:+.2f})"
+                + (f" [{_num(floor, 2)}]" if floor is not None else "")
+            )
+        else:
+            cells.append("—")
         rows.append(cells)
     header = [
         "engine",
@@ -120,7 +123,7 @@ def batching_speed(results: Path) -> str:
         "c=32, n=1",
         "ceiling, documents",
         "c=4, n=32",
-        "c=1 p50 ms: served / in-process (gap)",
+        "c=1 p50 ms: served / in-process (gap) [HTTP round trip alone]",
     ]
     return _table(header, rows)
 
