@@ -397,20 +397,18 @@ class Batcher:
         while not self._closed:
             batch = self._wait_for_batch(index)
             if batch:
-                try:
-                    self._run(batch)
-                finally:
-                    with self._cond:
-                        self._in_pass -= 1
+                self._run(batch)  # its pass ends the batch's count in _in_pass
                 self._dirty = True
             elif self._dirty and not self._closed:
                 self._dirty = False
                 release_freed_memory()
 
-    def _running(self, units: int, tokens: int) -> None:
+    def _running(self, units: int, tokens: int, ended: bool = False) -> None:
         with self._cond:
             self.running += units
             self._running_tokens += tokens
+            if ended:  # the batch taken in _wait_for_batch is done with: before its requests hear of it
+                self._in_pass -= 1
 
     def _pass(self, batch: list[_Unit], tokens: int) -> tuple[Any, float]:
         """One forward pass inside the device's gate: the outputs and the seconds it took."""
@@ -419,7 +417,7 @@ class Batcher:
             with self._gate.entered(self._weight) as passes:
                 return self._timed([u.tokens for u in batch], tokens, passes)
         finally:
-            self._running(-len(batch), -tokens)
+            self._running(-len(batch), -tokens, ended=True)
 
     def _timed(self, inputs: list[Tokens], tokens: int, passes: int) -> tuple[Any, float]:
         """The forward pass of ``inputs`` (inside the gate, ``passes`` running on the device), measured."""

@@ -414,7 +414,12 @@ class ThreadRecorder(Recorder):
         return super().__call__(batch)
 
 
-async def test_a_lone_short_input_runs_on_the_event_loop_once_lone_passes_are_known_short() -> None:
+async def test_a_lone_short_input_runs_on_the_event_loop_once_lone_passes_are_known_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import embedserve.batching as batching
+
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)  # a busy machine may stretch the recorded passes
     forward = ThreadRecorder()
     seen: list[tuple[int, int, float]] = []
     alone = [True]
@@ -442,6 +447,7 @@ async def test_no_input_runs_on_the_event_loop_while_the_model_or_the_device_is_
 ) -> None:
     import embedserve.batching as batching
 
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)  # a busy machine may stretch the recorded passes
     forward = ThreadRecorder()
     gate = DeviceGate(1)
     batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0), gate, alone=lambda: True)
@@ -464,7 +470,7 @@ async def test_no_input_runs_on_the_event_loop_while_the_model_or_the_device_is_
             assert await batcher.submit(units(3, tag=4)) == [(4, 0)]
         monkeypatch.setattr(batching, "INLINE_SECONDS", 0.0)  # a pass expected to take too long
         assert await batcher.submit(units(3, tag=5)) == [(5, 0)]
-        monkeypatch.undo()
+        monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)
         assert await batcher.submit(units(3, tag=6)) == [(6, 0)]
     finally:
         batcher.close()
@@ -472,7 +478,12 @@ async def test_no_input_runs_on_the_event_loop_while_the_model_or_the_device_is_
     assert (gate.used, gate.passes) == (0, 0)
 
 
-async def test_an_input_run_on_the_event_loop_fails_as_a_batch_does_and_the_batcher_goes_on() -> None:
+async def test_an_input_run_on_the_event_loop_fails_as_a_batch_does_and_the_batcher_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import embedserve.batching as batching
+
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)  # a busy machine may stretch the recorded passes
     forward = ThreadRecorder(fail_on_tag=1)
     batcher = Batcher("m", forward, BatchLimits(max_wait_ms=0), alone=lambda: True)
     loop_thread = threading.current_thread().name
