@@ -465,14 +465,11 @@ class Batcher:
         except EmbedServeError:
             raise
         except Exception as exc:
-            log.exception("model %s: a batch of 1 input failed", self.model_id)
-            raise InferenceFailed(f"model '{self.model_id}' failed to compute this request") from exc
+            raise self._failed(1) from exc
         finally:
             self._gate.release(self._weight)
+            self._running(-1, -tokens, ended=True)
             with self._cond:
-                self._in_pass -= 1
-                self.running -= 1
-                self._running_tokens -= tokens
                 if not self._dirty:  # the batch thread gives the memory back after a quiet second
                     self._dirty = True
                     self._cond.notify()
@@ -495,8 +492,7 @@ class Batcher:
             self._fail(requests, exc)
             return
         except Exception:
-            log.exception("model %s: a batch of %d inputs failed", self.model_id, len(batch))
-            self._fail(requests, InferenceFailed(f"model '{self.model_id}' failed to compute this request"))
+            self._fail(requests, self._failed(len(batch)))
             return
         if self._observer is not None:
             self._observer(len(batch), tokens, seconds)
@@ -516,6 +512,12 @@ class Batcher:
                     request.done = True  # before the lock is let go: the other batch thread must not finish it too
                     finished.append(request)
         _finish_all(finished)
+
+    def _failed(self, inputs: int) -> InferenceFailed:
+        """The error for a pass of ``inputs`` that raised unexpectedly (logged here, with its traceback:
+        the client hears only that it failed)."""
+        log.exception("model %s: a batch of %d inputs failed", self.model_id, inputs)
+        return InferenceFailed(f"model '{self.model_id}' failed to compute this request")
 
     def _fail(self, requests: Iterable[_Request], error: EmbedServeError) -> None:
         with self._cond:

@@ -67,7 +67,9 @@ def test_try_acquire_enters_only_when_the_units_are_free_and_nobody_waits() -> N
     assert gate.try_acquire(2) is None  # one unit left
     waiter = threading.Thread(target=lambda: (gate.acquire(2), gate.release(2)))
     waiter.start()
+    deadline = time.monotonic() + 5
     while not gate._waiting:  # the whole-device pass is in line
+        assert time.monotonic() < deadline, "the waiting pass never got in line"
         time.sleep(0.001)
     assert gate.try_acquire(1) is None  # a unit is free, but the waiting pass came first
     gate.release(1)

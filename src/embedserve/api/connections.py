@@ -268,6 +268,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._answered(self._unanswered)  # the client will not read them now
         super().connection_lost(exc)
 
+    def _asked(self) -> None:
+        global _in_progress
+        self._unanswered += 1
+        _in_progress += 1
+
     def _answered(self, requests: int = 1) -> None:
         global _in_progress
         requests = min(requests, self._unanswered)
@@ -393,9 +398,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.app = app
         if self.cycle is not None and self.cycle is not cycle:  # a new request's cycle (not an upgrade)
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
-            global _in_progress
-            self._unanswered += 1
-            _in_progress += 1
+            self._asked()
         if self._has_body() and self.limits.min_body_rate > 0:
             self._body_started = time.monotonic()
             self._body_bytes, self._body_paused = 0, 0.0
