@@ -14,6 +14,10 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
   once and does nothing else (``bench/null_server.py``), the part of any gap that is HTTP's;
 * embedserve over HTTP: 1 input per request at concurrency 1, 8, 32 and 128, and 32 inputs per request
   at concurrency 4; texts/s (pairs/s for rerank) and p50/p99 latency, each as a ratio to the ceiling;
+  and where each text's CPU time went over the measured window: embedserve's threads by what they
+  do (its ``embedserve_cpu_seconds_total``: event loop, model, tokenizer, other) and this process's
+  (the load generator), beside the ceiling's CPU time a text, and the ratio the load would reach
+  if the server's own work (event loop, tokenizer) cost nothing;
 * Infinity (its own venv, ``make bench-infinity``) under the same load, same texts, same client,
   for the tasks it serves (dense, rerank): at torch against embedserve at torch, and at its ONNX
   engine (``optimum``) against embedserve at its best engine (onnx-int8, the default catalogue's);
@@ -71,7 +75,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 import engines as engine_rows  # noqa: E402
-from common import null_server, write_json  # noqa: E402
+from common import cpu_seconds, null_server, own_cpu_seconds, write_json  # noqa: E402
 from helpers.server import free_port, running_server, stop  # noqa: E402
 from helpers.tiny_models import copy_tokenizer, packaged_model_dir  # noqa: E402
 from loadgen import LoadResult, probe_latency, run_load  # noqa: E402
@@ -276,6 +280,8 @@ def mean_ceiling(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
         mean = round((first[figure] + second[figure]) / 2, 2)
         out[key] = {**first, figure: mean, "before": first[figure], "after": second[figure]}
         out[key]["batch_size"] = first["batch_size"] if first[figure] >= second[figure] else second["batch_size"]
+        if "cpu_ms_per_item" in first and "cpu_ms_per_item" in second:
+            out[key]["cpu_ms_per_item"] = round((first["cpu_ms_per_item"] + second["cpu_ms_per_item"]) / 2, 3)
     return out
 
 
@@ -417,6 +423,10 @@ async def measure_loads(
     loads: list[tuple[int, int]] = LOADS,
 ) -> list[dict[str, Any]]:
     rows = []
+
+    def cpu_now() -> tuple[dict[str, float], float]:  # embedserve's CPU by its threads', and the clients'
+        return cpu_seconds(host, port), own_cpu_seconds()
+
     for concurrency, per_request in loads:
         quiet_machine()
         source = items["pairs"] if task == "rerank" else items["queries" if per_request == 1 else "documents"]
@@ -436,8 +446,11 @@ async def measure_loads(
             items_per_request=per_request,
             seconds=max(seconds * 3, 20.0) if per_request > 1 else seconds,  # long requests: a window that holds many
             probe=probe if use_probe else None,
+            window=cpu_now if server.startswith("embedserve") else None,
         )
         row = {"server": server, "task": task, **result.summary()}
+        if result.window is not None and result.items:
+            row["cpu_ms_per_item"] = cpu_split(*result.window, result.items)
         if use_probe and health:
             row["health_p50_ms"] = round(float(np.percentile(health, 50)), 2)
             row["health_p99_ms"] = round(float(np.percentile(health, 99)), 2)
@@ -448,6 +461,16 @@ async def measure_loads(
             flush=True,
         )
     return rows
+
+
+def cpu_split(
+    before: tuple[dict[str, float], float], after: tuple[dict[str, float], float], items: int
+) -> dict[str, float]:
+    """CPU milliseconds a text (pair) during a load: the server's by what its threads do (its
+    ``embedserve_cpu_seconds_total``), and the load generator's (this process)."""
+    out = {role: round((after[0][role] - seconds) * 1000 / items, 3) for role, seconds in before[0].items()}
+    out["load_generator"] = round((after[1] - before[1]) * 1000 / items, 3)
+    return out
 
 
 def taking_turns(
@@ -553,6 +576,15 @@ def server_name(engine: str) -> str:
     return "embedserve" if engine == "torch" else f"embedserve-{engine}"
 
 
+def free_server_bound(served: dict[str, float], ceiling_ms: float) -> float | None:
+    """The ratio to the ceiling a served load would reach, on cores it keeps busy, if the server's
+    own work (its event loop and tokenizer threads) cost nothing: the ceiling's CPU a text against
+    what the model's threads (batch threads, the runtimes' pools: ``other``) and the load generator
+    used a text while served."""
+    rest = served.get("model", 0.0) + served.get("other", 0.0) + served.get("load_generator", 0.0)
+    return round(ceiling_ms / rest, 3) if rest > 0 else None
+
+
 def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[str, Any]) -> dict[str, Any]:
     """Per speed engine: its in-process ceilings, the served loads as ratios to them (32 one-text
     requests at a time against the queries' ceiling, 4 requests of 32 documents against the
@@ -568,6 +600,12 @@ def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[st
             if r is not None:
                 ratio = round(r["items_per_second"] / top["items_per_second"], 3)
                 entry[f"c{c}_n{n}"] = {"items_per_second": r["items_per_second"], "ratio_to_ceiling": ratio}
+                if "cpu_ms_per_item" in r:
+                    entry[f"c{c}_n{n}"]["cpu_ms_per_item"] = r["cpu_ms_per_item"]
+                    if "cpu_ms_per_item" in top:
+                        entry[f"c{c}_n{n}"]["ratio_with_a_free_server"] = free_server_bound(
+                            r["cpu_ms_per_item"], top["cpu_ms_per_item"]
+                        )
         if engine in singles:
             entry["single_query"] = singles[engine]
         out[engine] = entry
@@ -640,6 +678,15 @@ def print_table(
             if "http_floor_p50_ms" in q:
                 parts.append(f"HTTP round trip alone {q['http_floor_p50_ms']} ms")
         print(f"  {engine:<10} " + "; ".join(parts))
+        for key in ("c32_n1", "c4_n32"):
+            cpu = s.get(key, {}).get("cpu_ms_per_item")
+            if cpu:
+                split = ", ".join(f"{role} {ms}" for role, ms in cpu.items())
+                ceiling_ms = s["ceiling_queries" if key == "c32_n1" else "ceiling_documents"].get("cpu_ms_per_item")
+                print(
+                    f"  {'':<10} {key} CPU ms a text: {split}; in-process ceiling {ceiling_ms}; "
+                    f"ratio if the server's own work were free: {s[key].get('ratio_with_a_free_server')}"
+                )
     print("\ntargets:")
     for name, value, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")

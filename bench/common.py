@@ -49,6 +49,29 @@ def null_server(log_path: Path, answer: str = "refuse") -> Iterator[int]:
         stop(process)
 
 
+def cpu_seconds(host: str, port: int) -> dict[str, float]:
+    """embedserve's ``embedserve_cpu_seconds_total`` by ``threads`` (event_loop, model, tokenizer,
+    other) from its ``/metrics``; empty where the server does not export it."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('embedserve_cpu_seconds_total{threads="'):
+            role = line.split('"', 2)[1]
+            out[role] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process (the load generator) has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON at ``path``, its folder made if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)

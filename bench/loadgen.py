@@ -77,6 +77,7 @@ class LoadResult:
     items: int
     errors: int
     latencies_ms: list[float] = field(repr=False)
+    window: tuple[Any, Any] | None = field(default=None, repr=False)  # run_load's ``window()`` at its start and end
 
     @property
     def items_per_second(self) -> float:
@@ -108,11 +109,14 @@ async def run_load(
     seconds: float,
     warmup: float = 1.0,
     probe: Callable[[], Any] | None = None,
+    window: Callable[[], Any] | None = None,
 ) -> LoadResult:
     """Closed loop for ``warmup + seconds``; counts the requests that complete inside the measured window.
 
     At the end of the window the clients still waiting are cancelled (their connections close,
-    so the server drops their work) and their requests are not counted."""
+    so the server drops their work) and their requests are not counted. ``window`` (blocking: run
+    on a thread, the clients going on) is called as the measured window starts and as it ends; the
+    two results are the ``LoadResult``'s ``window``."""
     next_body = itertools.cycle(bodies).__next__
     loop = asyncio.get_running_loop()
     measure_from = loop.time() + warmup
@@ -138,17 +142,35 @@ async def run_load(
         finally:
             conn.close()
 
+    marks: list[Any] = []
+
+    async def mark_start() -> None:
+        assert window is not None
+        await asyncio.sleep(max(0.0, measure_from - loop.time()))
+        marks.append(await asyncio.to_thread(window))
+
     tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
     if probe is not None:
         tasks.append(asyncio.create_task(probe()))
+    started = asyncio.create_task(mark_start()) if window is not None else None
     await asyncio.sleep(max(0.0, stop_at - loop.time()))
+    if started is not None:
+        await started
+        marks.append(await asyncio.to_thread(window))  # type: ignore[arg-type]
     for task in tasks:
         if not task.done():
             task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     ok = counted[0] - counted[1]
     return LoadResult(
-        concurrency, items_per_request, seconds, counted[0], ok * items_per_request, counted[1], latencies
+        concurrency,
+        items_per_request,
+        seconds,
+        counted[0],
+        ok * items_per_request,
+        counted[1],
+        latencies,
+        (marks[0], marks[1]) if len(marks) == 2 else None,
     )
 
 

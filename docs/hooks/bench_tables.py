@@ -128,6 +128,38 @@ def batching_speed(results: Path) -> str:
     return _table(header, rows)
 
 
+def batching_cpu(results: Path) -> str:
+    """Where a text's CPU time went while each speed engine was served at c=32 (one text a request)."""
+    rows = []
+    for engine, s in _speed(results).items():
+        served = s.get("c32_n1", {})
+        cpu = served.get("cpu_ms_per_item")
+        if not cpu:
+            continue
+        roles = ("event_loop", "tokenizer", "model", "other", "load_generator")
+        bound = served.get("ratio_with_a_free_server")
+        rows.append(
+            [engine]
+            + [_num(cpu.get(role, 0.0), 2) for role in roles]
+            + [_num(s["ceiling_queries"].get("cpu_ms_per_item", float("nan")), 2)]
+            + [f"{served['ratio_to_ceiling']:.2f}", f"{bound:.2f}" if bound is not None else "—"]
+        )
+    if not rows:
+        return "_No CPU figures in the last run._"
+    header = [
+        "engine",
+        "event loop",
+        "tokenizer threads",
+        "model threads",
+        "other threads",
+        "load generator",
+        "in-process ceiling",
+        "served / ceiling",
+        "if the server's own work were free",
+    ]
+    return _table(header, rows)
+
+
 def _engines(results: Path, name: str) -> str:
     data = load(results, name)
     rows = data["rows"]
@@ -439,6 +471,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "batching-ceilings": batching_ceilings,
     "batching-targets": batching_targets,
     "batching-speed": batching_speed,
+    "batching-cpu": batching_cpu,
     "engines": engines,
     "engines-passes": engines_passes,
     "quality": quality,

@@ -22,12 +22,16 @@ nothing in between. Each app has its own ``CollectorRegistry``: nothing global.
     embedserve_cache_errors_total{model,backend}              Redis calls that failed or timed out (then: misses)
     embedserve_cache_bytes{model,backend}                     bytes the in-process cache holds
     embedserve_cache_capacity_bytes{backend}                  its bound (cache_bytes)
+    embedserve_cpu_seconds_total{threads}                     the process's CPU time by what its threads do:
+                                                              event_loop, model, tokenizer, other (thread_cpu.py)
 
-The cache's counts are kept by the cache itself (plain integers) and read at scrape time too.
+The cache's counts are kept by the cache itself (plain integers) and read at scrape time too, as
+are the threads' CPU clocks.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +42,8 @@ from prometheus_client.metrics_core import Metric
 from embedserve.batching import Observer
 from embedserve.cache import EmbeddingCache
 from embedserve.registry import ModelState
+from embedserve.thread_cpu import AVAILABLE as THREAD_CLOCKS
+from embedserve.thread_cpu import ThreadCPU
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -82,6 +88,9 @@ class Metrics:
         self.inputs = Counter("embedserve_inputs", "inputs (texts or pairs) computed", ["model"], registry=r)
         self.tokens = Counter("embedserve_tokens", "tokens computed, after truncation", ["model"], registry=r)
         self._children: dict[tuple[str, str, str | None, int], tuple[Any, Any]] = {}
+        self.cpu = ThreadCPU()
+        if THREAD_CLOCKS:
+            r.register(_CPUCollector(self.cpu))
 
     def observer(self, model_id: str) -> Observer:
         """What the model's batch thread calls after each forward pass (children bound once)."""
@@ -121,6 +130,10 @@ class Metrics:
     def watch_cache(self, cache: EmbeddingCache) -> None:
         """Export the embedding cache's counts and size at scrape time."""
         self.registry.register(_CacheCollector(cache))
+
+    def watch_loop(self) -> None:
+        """Called on the thread that runs the app's event loop: its CPU time is ``event_loop``'s."""
+        self.cpu.loop = threading.current_thread()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -183,3 +196,16 @@ class _CacheCollector:
             for model, n in cache.shared.errors.items():
                 errors.add_metric([model, "redis"], n)
         yield from (hits, misses, evictions, errors, held, capacity)
+
+
+class _CPUCollector:
+    def __init__(self, cpu: ThreadCPU) -> None:
+        self._cpu = cpu
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "embedserve_cpu_seconds", "CPU seconds of the process, by what its threads do", labels=["threads"]
+        )
+        for role, seconds in self._cpu.read().items():
+            family.add_metric([role], seconds)
+        yield family

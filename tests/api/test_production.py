@@ -178,6 +178,20 @@ async def test_metrics_count_requests_batches_and_model_states(client: httpx.Asy
     assert 'embedserve_model_load_seconds{model="tiny-dense"}' in text
 
 
+async def test_metrics_split_the_cpu_time_by_what_the_threads_do(client: httpx.AsyncClient) -> None:
+    long_text = "word " * 200  # past the tokenizer pool's inline limit: tokenized on a pool thread
+    response = await client.post("/v1/embeddings", json={"model": "tiny-dense", "input": [long_text]}, headers=GOOD)
+    assert response.status_code == 200
+    text = (await client.get("/metrics")).text
+    seconds = {}
+    for line in text.splitlines():
+        if line.startswith("embedserve_cpu_seconds_total{"):
+            role = line.split('threads="', 1)[1].split('"', 1)[0]
+            seconds[role] = float(line.rsplit(" ", 1)[1])
+    assert set(seconds) == {"event_loop", "model", "tokenizer", "other"}
+    assert seconds["event_loop"] > 0 and seconds["model"] > 0 and seconds["tokenizer"] > 0
+
+
 async def test_request_id_is_echoed_when_sane_and_made_otherwise(client: httpx.AsyncClient) -> None:
     mine = await client.get("/health", headers={"x-request-id": "trace-42.a:b_c"})
     assert mine.headers["x-request-id"] == "trace-42.a:b_c"

@@ -65,6 +65,7 @@ def create_app(
                 alone=connections.one_request_in_progress,
             )
         metrics.watch(lambda: registry.models)
+        metrics.watch_loop()  # the lifespan runs on the event loop's thread
         embedding_cache = cache.from_settings(settings)
         registry.use_cache(embedding_cache)
         if embedding_cache is not None:
