@@ -12,8 +12,10 @@ p50 measured before the flood, or that p50 plus 10 ms).
 Beside each flood, the same clients flood a null server (``bench/null_server.py``: the same HTTP
 server answering every request 429 at once and doing nothing else): its 429 latencies are the
 floor that the machine, the HTTP server and the clients set by themselves, since the clients and
-the server share the cores. Prints each target with its measured value and the floor, and writes
-``bench/results/overload.json`` (the performance page's table)::
+the server share the cores. Prints each target with its measured value and the floor, and the
+server's CPU time an answer over each flood by what its threads do (its
+``embedserve_cpu_seconds_total``), and writes ``bench/results/overload.json`` (the performance
+page's table)::
 
     python bench/overload.py --quick                 # 6 s floods, 5 s deadline
     python bench/overload.py --catalogue tiny        # the tests' tiny models instead of all-MiniLM-L6-v2
@@ -45,7 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import null_server, write_json  # noqa: E402
+from common import cpu_seconds, null_server, write_json  # noqa: E402
 from helpers.server import running_server  # noqa: E402
 from loadgen import Connection  # noqa: E402
 
@@ -72,6 +74,8 @@ class FloodResult:
     health_ms: list[float] = field(default_factory=list)
     recovery_s: float = float("nan")
     baseline_ms: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # the server's CPU seconds by its threads, over the flood
+    cpu_answers: int = 0  # the answers the flood had had when ``cpu`` was read
 
 
 def _bodies(model: str, texts: int, count: int) -> list[bytes]:
@@ -141,6 +145,8 @@ async def _flood(
     """``clients`` clients sending ``bodies`` for ``seconds``; then, unless ``one`` is None, the time
     until ``one`` is answered at normal latency (``result.recovery_s``)."""
     clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+    ours = one is not None  # embedserve (the null server has no /metrics)
+    cpu_before = await asyncio.to_thread(cpu_seconds, "127.0.0.1", port) if ours else {}
     began = clock()
     stop_at = began + seconds
 
@@ -164,6 +170,10 @@ async def _flood(
 
     tasks = [asyncio.create_task(client(k)) for k in range(clients)]
     await asyncio.sleep(max(0.0, stop_at - clock()))
+    if ours:  # taken before the clients hang up, beside the answers so far
+        cpu_after = await asyncio.to_thread(cpu_seconds, "127.0.0.1", port)
+        result.cpu = {role: cpu_after[role] - seconds for role, seconds in cpu_before.items()}
+        result.cpu_answers = len(result.answers)
     for task in tasks:
         task.cancel()  # the clients hang up: their connections close, the server drops their work
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -221,7 +231,7 @@ def summarize(result: FloodResult, clients: int, texts: int, seconds: float) -> 
     refused = [a for a in answers if a.status == 429]
     ok = [a for a in answers if a.status == 200]
     steady = [a for a in answers if a.sent >= STEADY_AFTER]  # the opening burst (every client at once) left out
-    return {
+    out: dict[str, Any] = {
         "clients": clients,
         "texts_per_request": texts,
         "seconds": seconds,
@@ -242,6 +252,11 @@ def summarize(result: FloodResult, clients: int, texts: int, seconds: float) -> 
         "baseline_ms": round(result.baseline_ms, 1),
         "recovery_s": round(result.recovery_s, 3),
     }
+    if result.cpu and result.cpu_answers:  # milliseconds of each kind of thread's CPU an answer
+        out["cpu_ms_per_answer"] = {
+            role: round(seconds * 1000 / result.cpu_answers, 3) for role, seconds in result.cpu.items()
+        }
+    return out
 
 
 def _under(value: float | None, limit: float, row: dict[str, Any]) -> bool:
@@ -311,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nflood {name}: {clients} clients x {texts} texts, {seconds:.0f} s: statuses {row['statuses']}")
             served = row["texts_per_second_served"]
             print(f"  served {served} texts/s, 200 p50/p99 {row['ok_p50_ms']}/{row['ok_p99_ms']} ms")
+            if "cpu_ms_per_answer" in row:
+                split = ", ".join(f"{role} {ms}" for role, ms in row["cpu_ms_per_answer"].items())
+                print(f"  the server's CPU ms an answer, by its threads: {split}")
             print(
                 f"  429 p50 {row['refused_p50_ms']} ms; p99 of those sent after {STEADY_AFTER:.0f} s: "
                 f"{row['refused_p99_steady_ms']} ms"

@@ -402,6 +402,7 @@ def overload(results: Path) -> str:
                 str(row["deadline_503_steady"]),
                 _ms_beside(row["health_p99_ms"], floor.get("health_p99_ms"), ""),
                 f"{row['recovery_s']:.2f} s",
+                _cpu_per_answer(row.get("cpu_ms_per_answer")),
             ]
         )
     header = [
@@ -413,6 +414,7 @@ def overload(results: Path) -> str:
         "503 at the deadline, steady (0)",
         "/health p99 (< 50 ms)",
         "normal service after (< 1 s)",
+        "CPU ms an answer: event loop / model threads",
     ]
     note = (
         f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, "
@@ -420,6 +422,12 @@ def overload(results: Path) -> str:
         "In brackets: the null server under the same flood (`bench/null_server.py`, the floor)."
     )
     return _table(header, rows) + "\n\n" + note
+
+
+def _cpu_per_answer(cpu: Json | None) -> str:
+    if not cpu:
+        return "—"
+    return f"{_num(cpu['event_loop'], 2)} / {_num(cpu['model'], 2)}"
 
 
 def _ms_beside(value: float | None, floor: float | None, missing: str) -> str:
