@@ -602,7 +602,7 @@ def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[st
                 entry[f"c{c}_n{n}"] = {"items_per_second": r["items_per_second"], "ratio_to_ceiling": ratio}
                 if "cpu_ms_per_item" in r:
                     entry[f"c{c}_n{n}"]["cpu_ms_per_item"] = r["cpu_ms_per_item"]
-                    if "cpu_ms_per_item" in top:
+                    if "cpu_ms_per_item" in top and c > 1:  # one request at a time leaves cores idle
                         entry[f"c{c}_n{n}"]["ratio_with_a_free_server"] = free_server_bound(
                             r["cpu_ms_per_item"], top["cpu_ms_per_item"]
                         )

@@ -54,14 +54,14 @@ def cpu_seconds(host: str, port: int) -> dict[str, float]:
     other) from its ``/metrics``; empty where the server does not export it."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as response:
         text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith('embedserve_cpu_seconds_total{threads="'):
-            role = line.split('"', 2)[1]
-            out[role] = float(line.rsplit(" ", 1)[1])
-    return out
+    for family in text_string_to_metric_families(text):
+        if family.name == "embedserve_cpu_seconds":
+            return {sample.labels["threads"]: sample.value for sample in family.samples}
+    return {}
 
 
 def own_cpu_seconds() -> float:

@@ -77,6 +77,7 @@ from embedserve.errors import (
 from embedserve.gate import DeviceGate
 from embedserve.memory import release_freed_memory
 from embedserve.priority import nice_this_thread
+from embedserve.thread_cpu import BATCH_THREADS
 
 log = logging.getLogger(__name__)
 Forward = Callable[[Sequence[Tokens]], Any]  # one output per unit: an array's rows, or a list
@@ -206,7 +207,7 @@ class Batcher:
         self.running = 0  # units in forward passes now
         self._in_pass = 0  # batch threads holding a batch now
         self._threads = [
-            threading.Thread(target=self._loop, args=(i,), name=f"batch-{model_id}-{i}", daemon=True)
+            threading.Thread(target=self._loop, args=(i,), name=f"{BATCH_THREADS}{model_id}-{i}", daemon=True)
             for i in range(limits.passes)
         ]
         for thread in self._threads:

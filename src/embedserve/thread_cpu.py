@@ -24,8 +24,11 @@ import time
 
 ROLES = ("event_loop", "model", "tokenizer", "other")
 _THREADS = ROLES[:-1]  # the roles of threads of their own
-# Thread name prefixes (batching.Batcher, runtimes.Lanes, tokenizer_pool.TokenizerPool) → role.
-_PREFIXES = (("batch-", "model"), ("embedserve-lane", "model"), ("tokenize-", "tokenizer"))
+# The names the threads are given where they are made, each told by its prefix
+BATCH_THREADS = "batch-"  # batching.Batcher: batch-<model>-<n>
+LANE_THREADS = "embedserve-lane"  # runtimes.Lanes' pool
+TOKENIZER_THREADS = "tokenize-"  # tokenizer_pool.TokenizerPool: tokenize-<n>
+_PREFIXES = ((BATCH_THREADS, "model"), (LANE_THREADS, "model"), (TOKENIZER_THREADS, "tokenizer"))
 AVAILABLE = hasattr(time, "pthread_getcpuclockid")
 
 

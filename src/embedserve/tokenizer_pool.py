@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from embedserve.errors import DeadlineExceeded, Overloaded
+from embedserve.thread_cpu import TOKENIZER_THREADS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +89,9 @@ class TokenizerPool:
         self._lock = threading.Lock()
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per job pushed, or per thread at close
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"tokenize-{i}", daemon=True) for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{TOKENIZER_THREADS}{i}", daemon=True) for i in range(threads)
+        ]
         for thread in self._threads:
             thread.start()
 

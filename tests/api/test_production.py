@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from helpers.server import ROOT
 from helpers.tiny_models import fake_catalog_data
+from prometheus_client.parser import text_string_to_metric_families
 
 from embedserve.api import create_app
 from embedserve.catalog import parse_catalog
@@ -183,11 +184,8 @@ async def test_metrics_split_the_cpu_time_by_what_the_threads_do(client: httpx.A
     response = await client.post("/v1/embeddings", json={"model": "tiny-dense", "input": [long_text]}, headers=GOOD)
     assert response.status_code == 200
     text = (await client.get("/metrics")).text
-    seconds = {}
-    for line in text.splitlines():
-        if line.startswith("embedserve_cpu_seconds_total{"):
-            role = line.split('threads="', 1)[1].split('"', 1)[0]
-            seconds[role] = float(line.rsplit(" ", 1)[1])
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "embedserve_cpu_seconds"]
+    seconds = {sample.labels["threads"]: sample.value for sample in family.samples}
     assert set(seconds) == {"event_loop", "model", "tokenizer", "other"}
     assert seconds["event_loop"] > 0 and seconds["model"] > 0 and seconds["tokenizer"] > 0
 

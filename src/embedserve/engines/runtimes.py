@@ -46,6 +46,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from embedserve.thread_cpu import LANE_THREADS
+
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -162,7 +164,7 @@ class Lanes:
         self.wide = make(threads)
         self.narrow = [make(max(1, threads // self.streams)) for _ in range(self.streams)] if self.streams > 1 else []
         self.input_names = self.wide.input_names
-        self._pool = ThreadPoolExecutor(len(self.narrow), "embedserve-lane") if self.narrow else None
+        self._pool = ThreadPoolExecutor(len(self.narrow), LANE_THREADS) if self.narrow else None
         self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()  # narrow sessions no pass holds
         for lane in self.narrow:
             self._free.put(lane)
