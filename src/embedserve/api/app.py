@@ -4,7 +4,8 @@ Middleware, outermost first: the request context (request id, deadline, timing h
 log, request metrics), the shutdown guard (503 for requests still running when the grace after
 SIGTERM ends), CORS (when origins are set), API keys (when keys are set; without keys, the Origin check), body limits,
 the early answers (``shed``: the 429 of a model that cannot keep up, and ``/health``, before
-routing), then the disconnect watcher around the routes.
+routing), the disconnect watcher, and innermost the compute routes' direct call (past Starlette's
+router for a POST whose body validates: ``direct_routes``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from embedserve import __version__, cache
 from embedserve.api import cohere, connections, health, models, multi_vector, native, openai, playground, tei
 from embedserve.api.auth import APIKeyAuth
 from embedserve.api.body_limit import BodyLimits
+from embedserve.api.direct_routes import DirectRoutes
 from embedserve.api.disconnect import CancelOnDisconnect
 from embedserve.api.errors import error_responses, install_error_handlers
 from embedserve.api.origin import OriginCheck
@@ -89,6 +91,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     # added innermost first
+    app.add_middleware(DirectRoutes)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(Shed)  # inside the body limits (it reads the body they checked), outside the watcher
     app.add_middleware(HeadAndDocsPolicy)

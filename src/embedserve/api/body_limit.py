@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from embedserve.api.asgi import replay
 from embedserve.api.errors import Problem, render_scope
 from embedserve.errors import clip
 
@@ -122,16 +123,7 @@ class BodyLimits:
         if problem is not None:
             await render_scope(scope, problem)(scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay({"type": "http.request", "body": body, "more_body": False}, receive), send)
 
     def _check(self, body: bytes) -> Problem | None:
         """The first thing wrong with a body within the size limit, or ``None``."""

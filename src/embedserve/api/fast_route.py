@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 import fastapi.routing
@@ -51,44 +52,64 @@ def _is_json(content_type: str | None) -> bool:
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
+@dataclass(frozen=True, slots=True)
+class BodyPlan:
+    """How a route's endpoint is called without FastAPI's handler: its body model, the names of its
+    body and request parameters, the (parameter, header) of each optional header, the endpoint."""
+
+    model: type[BaseModel]
+    body_name: str
+    request_name: str
+    headers: tuple[tuple[str, str], ...]
+    endpoint: Callable[..., Any]
+
+    def parse(self, raw: bytes) -> BaseModel | None:
+        """The body validated in one step, or None: FastAPI's handler then says what is wrong."""
+        try:
+            return self.model.model_validate_json(raw) if raw else None
+        except ValueError:  # pydantic's ValidationError included
+            return None
+
+    async def call(self, body: BaseModel, request: Request) -> Response:
+        values: dict[str, Any] = {self.body_name: body, self.request_name: request}
+        for name, header in self.headers:
+            values[name] = request.headers.get(header)
+        response = await self.endpoint(**values)
+        if not isinstance(response, Response):
+            raise TypeError(f"{self.endpoint.__qualname__} returned {type(response).__name__}, not a Response")
+        return response
+
+
+def takes_fast(content_type: str | None) -> bool:
+    """Whether a request with this content type may take a fast plan: JSON, and tracing off."""
+    return _is_json(content_type) and not _traced()
+
+
 class FastBodyRoute(APIRoute):
     """An ``APIRoute`` whose endpoint, when it takes ``(body: Model, request: Request)`` and returns
     a ``Response``, gets its common requests without FastAPI's general machinery (module docstring)."""
 
     def get_route_handler(self) -> Handler:
         general = super().get_route_handler()
-        plan = _body_only(self)
+        plan = body_plan(self)
         if plan is None:
             return general
-        model, body_name, request_name, headers, endpoint = plan
 
         async def handler(request: Request) -> Response:
-            if not _is_json(request.headers.get("content-type")) or _traced():
+            if not takes_fast(request.headers.get("content-type")):
                 return await general(request)
-            raw = await request.body()  # kept on the request: FastAPI's handler reads it again if need be
-            try:
-                body = model.model_validate_json(raw) if raw else None
-            except ValueError:  # pydantic's ValidationError included
-                body = None
+            # kept on the request: FastAPI's handler reads it again if need be
+            body = plan.parse(await request.body())
             if body is None:
                 return await general(request)
-            values: dict[str, Any] = {body_name: body, request_name: request}
-            for name, header in headers:
-                values[name] = request.headers.get(header)
-            response = await endpoint(**values)
-            if not isinstance(response, Response):
-                raise TypeError(f"{endpoint.__qualname__} returned {type(response).__name__}, not a Response")
-            return response
+            return await plan.call(body, request)
 
         return handler
 
 
-def _body_only(
-    route: APIRoute,
-) -> tuple[type[BaseModel], str, str, list[tuple[str, str]], Callable[..., Any]] | None:
-    """(body model, its parameter, the request's parameter, (parameter, header) of each optional
-    header, endpoint) when the route's endpoint takes exactly a pydantic body, the ``Request`` and
-    optional string headers, and returns a ``Response``; else None."""
+def body_plan(route: APIRoute) -> BodyPlan | None:
+    """The route's :class:`BodyPlan` when its endpoint takes exactly a pydantic body, the
+    ``Request`` and optional string headers, and returns a ``Response``; else None."""
     dependant = _effective(route).dependant
     endpoint = dependant.call
     if endpoint is None or not inspect.iscoroutinefunction(endpoint):
@@ -118,7 +139,8 @@ def _body_only(
     returns = typing.get_type_hints(endpoint).get("return")
     if not (isinstance(returns, type) and issubclass(returns, Response)):
         return None
-    return model, field.name, dependant.request_param_name, cast(list[tuple[str, str]], headers), endpoint
+    named = tuple(cast(list[tuple[str, str]], headers))
+    return BodyPlan(model, field.name, dependant.request_param_name, named, endpoint)
 
 
 def _optional_header(field: Any) -> tuple[str, str] | None:

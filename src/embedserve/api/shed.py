@@ -40,6 +40,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import context
+from embedserve.api.asgi import header, replay
 from embedserve.api.errors import Problem, matched_route, problem_for, render_scope
 from embedserve.api.responses import FastJSONResponse
 from embedserve.batching import Batcher
@@ -93,7 +94,7 @@ class Shed:
             if problem is not None:
                 await render_scope(scope, problem)(scope, receive, send)
             else:
-                await self.app(scope, _replay(message, receive), send)
+                await self.app(scope, replay(message, receive), send)
             return
         await self.app(scope, receive, send)
 
@@ -122,13 +123,6 @@ class Shed:
 def _registry(scope: Scope) -> Registry | None:
     registry = getattr(getattr(scope.get("app"), "state", None), "registry", None)
     return registry if isinstance(registry, Registry) else None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 @dataclass(slots=True)
@@ -180,10 +174,10 @@ def _named(registry: Registry, path: str, scope: Scope, data: dict[str, Any]) ->
     if named is not None and not isinstance(named, str):
         return None
     if path in TEI_ROUTES:
-        header = _header(scope, b"x-model")
-        if named and header and named != header:
+        given = header(scope, b"x-model")
+        if named and given and named != given:
             return None  # the route's 422: the two disagree
-        named = named or header
+        named = named or given
     if named == "":
         return None
     kind = COMPUTE_ROUTES[path][0]
@@ -192,20 +186,6 @@ def _named(registry: Registry, path: str, scope: Scope, data: dict[str, Any]) ->
     if handle is None or (kind is not None and kind not in handle.entry.spec.serves):
         return None
     return handle
-
-
-def _replay(message: Message, receive: Receive) -> Receive:
-    """``receive`` that gives ``message`` first."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return message
-        return await receive()
-
-    return replay
 
 
 def _texts(value: object) -> tuple[int, int]:
