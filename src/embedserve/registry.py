@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import Enum
@@ -113,6 +114,10 @@ class ModelHandle(Protocol):
 HandleFactory = Callable[[CatalogEntry], ModelHandle]
 
 
+def _nothing() -> None:
+    """What a weak reference to an engine gives once it is gone (and stands for no engine)."""
+
+
 def merged_settings(entry: CatalogEntry, engine: Engine | None) -> ModelSettings:
     """The catalogue entry merged with ``engine``'s own settings (the catalogue's alone without one)."""
     own = engine.own_settings if engine is not None else None
@@ -151,6 +156,8 @@ class LocalModelHandle:
         self.cache: EmbeddingCache | None = None
         self._loading: asyncio.Task[None] | None = None
         self._family: tuple[Family | None] | None = None  # (detected,) once read
+        # the entry, engine and engine's own settings last merged, and the result
+        self._settings: tuple[CatalogEntry, Callable[[], Engine | None], object, ModelSettings] | None = None
 
     @property
     def family(self) -> Family | None:
@@ -242,8 +249,17 @@ class LocalModelHandle:
 
     def settings(self, engine: Engine | None = None) -> ModelSettings:
         """The catalogue entry merged with the model's own settings (those of ``engine``, else of the
-        loaded engine; before the first load, the catalogue's alone). See ``model_settings``."""
-        return merged_settings(self.entry, engine or self.engine)
+        loaded engine; before the first load, the catalogue's alone). See ``model_settings``.
+        Merged once for each entry, engine and engine's own settings: every request asks."""
+        engine = engine or self.engine
+        own = engine.own_settings if engine is not None else None
+        cached = self._settings
+        if cached is not None and cached[0] is self.entry and cached[1]() is engine and cached[2] is own:
+            return cached[3]
+        merged = merged_settings(self.entry, engine)
+        # the engine weakly: an unloaded engine (and its weights) must not be kept alive by this
+        self._settings = (self.entry, weakref.ref(engine) if engine is not None else _nothing, own, merged)
+        return merged
 
     async def model_settings(self) -> ModelSettings:
         """:meth:`settings` of the ready engine (loads a lazy model; 503 if it cannot be)."""
