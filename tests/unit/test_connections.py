@@ -159,3 +159,28 @@ async def test_requests_read_and_not_yet_answered_are_counted_across_connections
     first.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # answered within the read
     assert connections._in_progress == 0
     first.connection_lost(None)
+
+
+async def test_past_a_turns_share_requests_start_on_later_turns_in_order_and_a_probe_does_not_wait() -> None:
+    apps = [App() for _ in range(connections.START_PER_TURN + 5)]
+    connected_all = [connected(app) for app in apps]
+    for i, (protocol, _) in enumerate(connected_all):
+        protocol.data_received(b"GET /v1/models/%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i)
+    started = [i for i, (protocol, _) in enumerate(connected_all) if protocol.tasks]
+    assert started == list(range(connections.START_PER_TURN))  # the rest wait, in the order they came
+
+    probe, probe_transport = connected(App())
+    probe.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert probe_transport.data.endswith(b"/health")  # answered in its read, ahead of the waiting requests
+
+    gone, _ = connected_all[-1]
+    gone.connection_lost(None)  # its client left while it waited: it never starts
+    await asyncio.sleep(0)  # the next turn: the waiting requests start
+    assert all(protocol.tasks for protocol, _ in connected_all[:-1]) and not gone.tasks
+    for protocol, transport in connected_all[:-1]:
+        await asyncio.gather(*protocol.tasks)
+        assert transport.data.endswith(b"/v1/models/%d" % connected_all.index((protocol, transport)))
+    assert connections._in_progress == 0
+    for protocol, _ in connected_all[:-1]:
+        protocol.connection_lost(None)
+    probe.connection_lost(None)

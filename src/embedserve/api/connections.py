@@ -33,6 +33,15 @@ in the read's own callback, once the read is parsed (its request is complete the
 ``/health`` is answered before routing, never waiting on anything): it runs to its end there,
 and the rare step that does wait (a client not reading its answers) goes on in a task.
 
+At most ``START_PER_TURN`` requests start a turn of the event loop. uvicorn starts a request's
+task in the read that completes it, and asyncio runs every task started in one turn's reads in
+the next turn, before it reads again: under a flood that next turn runs hundreds of requests
+(each refused or routed in one step) and every probe that arrives meanwhile waits for all of
+them. So the requests past ``START_PER_TURN`` in a turn wait in a queue of this process, in the
+order they came, and start ``START_PER_TURN`` a turn after it: between two turns the loop reads
+again, and a probe is answered within a turn's worth of requests. A server under its normal load
+(a pass answers a handful of requests, and their clients send a handful more) never fills a turn.
+
 The requests read and not yet answered, on every connection of this process, are counted
 (:func:`one_request_in_progress`): the batcher runs a lone short input on the event loop only
 when its request is the one request in progress (batching.py). Counted from the moment a
@@ -57,7 +66,9 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Coroutine, Generator
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +214,48 @@ def one_request_in_progress() -> bool:
 
 
 PROBE_PATHS = frozenset({"/health"})  # answered before routing (api/shed.py): their cycles never wait
+START_PER_TURN = 16  # request tasks started in one turn of the event loop (module docstring)
+
+
+class _Starts:
+    """The request tasks of one event loop waiting to start, ``START_PER_TURN`` a turn, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.started = 0  # tasks started in this turn
+        self.waiting: deque[Callable[[], None]] = deque()
+        self._turn_ends = False  # the callback that ends this turn is scheduled
+
+    def start(self, begin: Callable[[], None]) -> None:
+        """``begin`` (start a request's task) now, or in a later turn when this one has started enough."""
+        if not self._turn_ends:
+            self._turn_ends = True
+            self.loop.call_soon(self._next_turn)
+        if self.waiting or self.started >= START_PER_TURN:
+            self.waiting.append(begin)
+        else:
+            self.started += 1
+            begin()
+
+    def _next_turn(self) -> None:
+        """At the next turn (after the loop has read again): the next requests waiting start."""
+        self._turn_ends, self.started = False, 0
+        while self.waiting and self.started < START_PER_TURN:
+            self.started += 1
+            self.waiting.popleft()()
+        if self.started:  # this turn started some: it ends at the next, like any other
+            self._turn_ends = True
+            self.loop.call_soon(self._next_turn)
+
+
+_starts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Starts] = weakref.WeakKeyDictionary()
+
+
+def _starts_of(loop: asyncio.AbstractEventLoop) -> _Starts:
+    starts = _starts.get(loop)
+    if starts is None:
+        starts = _starts[loop] = _Starts(loop)
+    return starts
 
 
 class _Resumed:
@@ -329,7 +382,12 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._reading and scope["path"] in PROBE_PATHS and scope["method"] in ("GET", "HEAD"):
             self._probe = (cycle, app)  # stepped once this read is parsed (module docstring)
         else:
-            super()._start_asgi_task(cycle, app)
+            _starts_of(self.loop).start(functools.partial(self._start_task, cycle, app))
+
+    def _start_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if cycle.disconnected:
+            return  # its client went away while it waited to start: nobody to answer (counted in connection_lost)
+        super()._start_asgi_task(cycle, app)
 
     def _run_at_once(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         """Step the cycle now, in a context of its own, as its task's first step would; a task
