@@ -184,3 +184,29 @@ async def test_past_a_turns_share_requests_start_on_later_turns_in_order_and_a_p
     for protocol, _ in connected_all[:-1]:
         protocol.connection_lost(None)
     probe.connection_lost(None)
+
+
+async def test_a_connection_lost_before_the_response_calls_its_requests_disconnect() -> None:
+    from embedserve.api.disconnect import DISCONNECT, Disconnect
+
+    app = App()
+    app.hold = asyncio.Event()
+    protocol, _ = connected(app)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # held: no response yet
+    assert protocol.cycle is not None
+    hook = protocol.cycle.scope[DISCONNECT]  # type: ignore[literal-required]
+    assert isinstance(hook, Disconnect)
+    calls: list[int] = []
+    hook.callback = lambda: calls.append(1)
+    protocol.connection_lost(None)
+    assert calls == [1]
+    for task in protocol.tasks:
+        task.cancel()
+
+    answered, _ = connected(App())
+    answered.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # answered at once
+    assert answered.cycle is not None and answered.cycle.response_complete
+    done = answered.cycle.scope[DISCONNECT]  # type: ignore[literal-required]
+    done.callback = lambda: calls.append(2)
+    answered.connection_lost(None)
+    assert calls == [1]  # its response was complete: nothing to cancel

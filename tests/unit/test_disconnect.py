@@ -7,13 +7,14 @@ import asyncio
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from embedserve.api.disconnect import CancelOnDisconnect
+from embedserve.api.disconnect import DISCONNECT, CancelOnDisconnect, Disconnect
 
 pytestmark = pytest.mark.anyio
 
 
-async def call(method: str) -> int:
-    """Run the middleware on one request whose client stays; the tasks running when the app ran."""
+async def call(method: str, hook: Disconnect | None = None) -> int:
+    """Run the middleware on one request whose client stays; the tasks running when the app ran
+    (``hook``: the server's Disconnect in the scope)."""
     seen: list[int] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,7 +37,8 @@ async def call(method: str) -> int:
         return None
 
     before = len(asyncio.all_tasks())
-    await CancelOnDisconnect(app)({"type": "http", "method": method, "path": "/"}, receive, send)
+    scope = {"type": "http", "method": method, "path": "/", **({DISCONNECT: hook} if hook is not None else {})}
+    await CancelOnDisconnect(app)(scope, receive, send)
     return seen[0] - before
 
 
@@ -103,3 +105,40 @@ async def test_a_client_gone_before_the_response_is_logged_499(caplog: pytest.Lo
     with caplog.at_level("INFO", logger="embedserve.access"):
         await RequestContextMiddleware(CancelOnDisconnect(app), timeout=0)(scope, receive, send)
     assert [r.status for r in caplog.records if r.name == "embedserve.access"] == [499]  # type: ignore[attr-defined]
+
+
+async def test_with_the_servers_disconnect_no_task_watches_and_its_call_cancels_the_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Served by ``embedserve serve`` the connection says when it is lost (api/connections): no
+    watcher task; the call cancels the work as a disconnect would, logged 499."""
+    from embedserve.api.request_context import RequestContextMiddleware
+
+    hook = Disconnect()
+    assert await call("POST", hook) == 0 and hook.callback is None  # let go once the request ended
+
+    started = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        started.set()
+        await asyncio.sleep(3600)  # the work the disconnect cancels
+
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        raise AssertionError("the middleware does not read again: the server calls the hook")
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is sent to a client that went away")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": [], DISCONNECT: hook}
+    with caplog.at_level("INFO", logger="embedserve.access"):
+        served = asyncio.create_task(RequestContextMiddleware(CancelOnDisconnect(app), timeout=0)(scope, receive, send))
+        await started.wait()
+        hook.lost()  # the connection is lost
+        await served
+    assert [r.status for r in caplog.records if r.name == "embedserve.access"] == [499]  # type: ignore[attr-defined]
+    hook.lost()  # again (a later connection_lost): nothing is set, nothing happens

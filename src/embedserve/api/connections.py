@@ -42,6 +42,10 @@ order they came, and start ``START_PER_TURN`` a turn after it: between two turns
 again, and a probe is answered within a turn's worth of requests. A server under its normal load
 (a pass answers a handful of requests, and their clients send a handful more) never fills a turn.
 
+A request's scope carries a :class:`~embedserve.api.disconnect.Disconnect`, which the
+connection calls when it is lost before the request's response is complete: the request's work
+is cancelled without a task of its own watching for the disconnect (``api/disconnect``).
+
 The requests read and not yet answered, on every connection of this process, are counted
 (:func:`one_request_in_progress`): the batcher runs a lone short input on the event loop only
 when its request is the one request in progress (batching.py). Counted from the moment a
@@ -76,6 +80,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from embedserve.api.disconnect import DISCONNECT, Disconnect
 from embedserve.errors import clip
 
 log = logging.getLogger(__name__)
@@ -320,6 +325,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._cancel_timers()
         self._answered(self._unanswered)  # the client will not read them now
         super().connection_lost(exc)
+        if self.cycle is not None and not self.cycle.response_complete:
+            hook = self.cycle.scope.get(DISCONNECT)
+            if isinstance(hook, Disconnect):
+                hook.lost()  # api/disconnect: the request's work is cancelled
 
     def _asked(self) -> None:
         global _in_progress
@@ -456,6 +465,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.app = app
         if self.cycle is not None and self.cycle is not cycle:  # a new request's cycle (not an upgrade)
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
+            self.cycle.scope[DISCONNECT] = Disconnect()  # type: ignore[literal-required]
             self._asked()
         if self._has_body() and self.limits.min_body_rate > 0:
             self._body_started = time.monotonic()

@@ -11,15 +11,38 @@ does), not 500.
 Only POST requests carry work worth cancelling. The others (``/health``, ``/ready``,
 ``/metrics``, model info) answer at once and pass straight through: the watcher would cost a
 probe another turn of an event loop that may be busy handing out a finished pass's responses.
+
+Served by ``embedserve serve``, no watcher task is needed: the connection (``api/connections``)
+puts a :class:`Disconnect` in the request's scope (``DISCONNECT``), and calls what is set on it
+when the connection is lost before the response is complete. The watcher, a task a request
+that takes two turns of the event loop, is for servers that do not (in-process apps, Ray).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import context
+
+DISCONNECT = "embedserve.disconnect"  # the scope's key of a request's Disconnect, where the server gives one
+
+
+class Disconnect:
+    """Set by the server in a request's scope: ``callback``, when set, is called (on the event loop)
+    if the request's connection is lost before its response is complete."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self) -> None:
+        self.callback: Callable[[], None] | None = None
+
+    def lost(self) -> None:
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 class CancelOnDisconnect:
@@ -32,28 +55,36 @@ class CancelOnDisconnect:
             await self.app(scope, receive, send)
             return
         watcher: asyncio.Task[None] | None = None
-        responded = gone = False
+        hook: Disconnect | None = scope.get(DISCONNECT)
+        ctx = context.current.get()
+        responded = gone = watching = False
+
+        def went_away() -> None:
+            nonlocal gone
+            if not responded:
+                gone = True
+                if ctx is not None:
+                    ctx.client_gone = True
+                task.cancel()
 
         async def watch() -> None:
-            nonlocal gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    if not responded:
-                        gone = True
-                        ctx = context.current.get()
-                        if ctx is not None:
-                            ctx.client_gone = True
-                        task.cancel()
+                    went_away()
                     return
 
         async def wrapped_receive() -> Message:
-            nonlocal watcher
+            nonlocal watcher, watching
             message = await receive()
             if message["type"] == "http.disconnect":
                 return message
-            if not message.get("more_body", False) and watcher is None:
-                watcher = asyncio.create_task(watch())  # the body is read: what comes next is the disconnect
+            if not message.get("more_body", False) and not watching:  # the body is read: next comes the disconnect
+                watching = True
+                if hook is not None:
+                    hook.callback = went_away
+                else:
+                    watcher = asyncio.create_task(watch())
             return message
 
         async def wrapped_send(message: Message) -> None:
@@ -69,5 +100,7 @@ class CancelOnDisconnect:
                 raise
             task.uncancel()  # the client went away: there is nobody to answer
         finally:
+            if hook is not None:
+                hook.callback = None
             if watcher is not None:
                 watcher.cancel()
