@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
@@ -79,10 +80,9 @@ async def test_a_cancel_from_outside_is_passed_on() -> None:
         await task
 
 
-async def test_a_client_gone_before_the_response_is_logged_499(caplog: pytest.LogCaptureFixture) -> None:
-    """A disconnect cancels the work; the access log and the metrics say 499, not 500 (nothing failed)."""
-    from embedserve.api.request_context import RequestContextMiddleware
-
+def _held(disconnect_read: bool) -> tuple[Any, Receive, Send, asyncio.Event]:
+    """An app that reads its body and then works until cancelled (``started`` once it works), and
+    its client: after the body, the disconnect (``disconnect_read``), or nothing to read at all."""
     started = asyncio.Event()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,12 +95,22 @@ async def test_a_client_gone_before_the_response_is_logged_499(caplog: pytest.Lo
     async def receive() -> Message:
         if messages:
             return messages.pop()
+        if not disconnect_read:
+            raise AssertionError("the middleware does not read again: the server calls the hook")
         await started.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         raise AssertionError("nothing is sent to a client that went away")
 
+    return app, receive, send, started
+
+
+async def test_a_client_gone_before_the_response_is_logged_499(caplog: pytest.LogCaptureFixture) -> None:
+    """A disconnect cancels the work; the access log and the metrics say 499, not 500 (nothing failed)."""
+    from embedserve.api.request_context import RequestContextMiddleware
+
+    app, receive, send, _ = _held(disconnect_read=True)
     scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
     with caplog.at_level("INFO", logger="embedserve.access"):
         await RequestContextMiddleware(CancelOnDisconnect(app), timeout=0)(scope, receive, send)
@@ -117,23 +127,7 @@ async def test_with_the_servers_disconnect_no_task_watches_and_its_call_cancels_
     hook = Disconnect()
     assert await call("POST", hook) == 0 and hook.callback is None  # let go once the request ended
 
-    started = asyncio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive()
-        started.set()
-        await asyncio.sleep(3600)  # the work the disconnect cancels
-
-    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
-
-    async def receive() -> Message:
-        if messages:
-            return messages.pop()
-        raise AssertionError("the middleware does not read again: the server calls the hook")
-
-    async def send(message: Message) -> None:
-        raise AssertionError("nothing is sent to a client that went away")
-
+    app, receive, send, started = _held(disconnect_read=False)
     scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": [], DISCONNECT: hook}
     with caplog.at_level("INFO", logger="embedserve.access"):
         served = asyncio.create_task(RequestContextMiddleware(CancelOnDisconnect(app), timeout=0)(scope, receive, send))
