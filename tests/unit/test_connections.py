@@ -37,11 +37,13 @@ class Transport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self.closed
 
+    paused = False
+
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        self.paused = False
 
     @property
     def data(self) -> bytes:
@@ -210,3 +212,23 @@ async def test_a_connection_lost_before_the_response_calls_its_requests_disconne
     done.callback = lambda: calls.append(2)
     answered.connection_lost(None)
     assert calls == [1]  # its response was complete: nothing to cancel
+
+
+async def test_reading_resumes_once_a_large_body_is_complete_so_a_lost_connection_is_noticed() -> None:
+    """uvicorn stops reading while a body past its high-water mark waits for the app; with no
+    watcher calling receive() again, the connection resumes reading itself once the body is whole
+    (else the client's close would go unread, and its request's work on)."""
+    from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+
+    app = App()
+    app.hold = asyncio.Event()
+    protocol, transport = connected(app)
+    body = b"x" * (HIGH_WATER_LIMIT + 100)
+    head = b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(body)
+    protocol.data_received(head + body[:-10])
+    assert transport.paused  # past the high-water mark, the body not yet whole: uvicorn waits for the app
+    protocol.data_received(body[-10:])
+    assert not transport.paused and not protocol.flow.read_paused
+    protocol.connection_lost(None)
+    for task in protocol.tasks:
+        task.cancel()

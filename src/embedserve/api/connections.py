@@ -482,6 +482,10 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._body_timer = None
         self._in_head, self._head_bytes, self._tail = True, 0, b""
         super().on_message_complete()
+        # uvicorn pauses reading while a large body waits for the app, and only the app's next
+        # receive() resumes it; a request watched through its Disconnect never calls receive()
+        # again, so reading resumes here: a lost connection is then noticed (connection_lost)
+        self.flow.resume_reading()
 
     def _host_allowed(self) -> bool:
         allowed = self.limits.allowed_hosts
