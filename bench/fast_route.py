@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from fastapi.routing import APIRoute  # noqa: E402
-from helpers.app_client import app_client  # noqa: E402
+from helpers.app_client import app_client, take_out_middleware  # noqa: E402
 from helpers.tiny_models import FAKE_TOKENIZER  # noqa: E402
 from shed import _request  # noqa: E402
 
@@ -84,14 +84,6 @@ async def _first_requests(app: Any, fast: bool) -> None:
     assert len(solved) == (0 if fast else len(REQUESTS)), (fast, solved)
 
 
-def _take_out_direct(app: Any) -> None:
-    """The app's built middleware with the direct call bypassed: the layer above it calls what it called."""
-    layer = app.middleware_stack
-    while not isinstance(layer.app, DirectRoutes):
-        layer = layer.app
-    layer.app = layer.app.app
-
-
 ARMS = ("served", "routed", "general")
 
 
@@ -102,7 +94,7 @@ async def _run(requests: int, rounds: int) -> dict[str, dict[str, float]]:
         for arm, app in apps.items():
             await stack.enter_async_context(app_client(app))
             if arm != "served":
-                _take_out_direct(app)
+                take_out_middleware(app, DirectRoutes)
             await _first_requests(app, fast=arm != "general")
         for name, (path, payload, headers) in REQUESTS.items():
             body = orjson.dumps(payload)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from common import http_scope, write_json  # noqa: E402
-from helpers.app_client import app_client  # noqa: E402
+from helpers.app_client import app_client, take_out_middleware  # noqa: E402
 from helpers.tiny_models import FAKE_TOKENIZER  # noqa: E402
 
 from embedserve.api import create_app  # noqa: E402
@@ -64,14 +64,6 @@ def _app() -> Any:
         ROOT,
     )
     return create_app(Settings(), catalog)
-
-
-def _take_out_shed(app: Any) -> None:
-    """The app's built middleware with the shed bypassed: the layer above it calls what it called."""
-    layer = app.middleware_stack
-    while not isinstance(layer.app, Shed):
-        layer = layer.app
-    layer.app = layer.app.app
 
 
 async def _request(
@@ -131,7 +123,7 @@ async def run(requests: int, rounds: int) -> dict[str, dict[str, float]]:
     async with app_client(shed), app_client(routed):
         for app in (shed, routed):
             await _request(app, "GET", "/health", b"")  # builds the middleware stack
-        _take_out_shed(routed)
+        take_out_middleware(routed, Shed)
         held = [await _hold(shed), await _hold(routed)]
         times: dict[str, dict[str, list[float]]] = {name: {"shed": [], "route": []} for name in CASES}
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from helpers.app_client import app_client
+from helpers.app_client import app_client, take_out_middleware
 from helpers.server import ROOT
 from helpers.tiny_models import fake_catalog_data
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,19 +31,11 @@ def _app() -> FastAPI:
     return create_app(Settings(**LIMITS), parse_catalog(fake_catalog_data(), ROOT))
 
 
-def _take_out_direct(app: FastAPI) -> None:
-    """The app's built middleware with the direct call bypassed: the layer above it calls what it called."""
-    layer: Any = app.middleware_stack
-    while not isinstance(layer.app, DirectRoutes):
-        layer = layer.app
-    layer.app = layer.app.app
-
-
 @pytest.fixture(scope="module")
 async def clients() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     direct, routed = _app(), _app()
     async with app_client(direct) as a, app_client(routed) as b:
-        _take_out_direct(routed)
+        take_out_middleware(routed, DirectRoutes)
         yield a, b
 
 

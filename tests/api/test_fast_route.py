@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from embedserve.api.errors import _flat_routes
+from embedserve.api.errors import flat_routes
 from embedserve.api.fast_route import FastBodyRoute, body_plan
 from embedserve.api.responses import FastJSONResponse
 
@@ -166,7 +166,7 @@ async def test_an_endpoint_with_other_parameters_always_gets_the_general_handler
 def test_every_compute_route_takes_the_fast_handler(fake_app: FastAPI) -> None:
     """Each dialect's POST routes with a JSON body (TEI's with its ``X-Model`` header too); the
     rest (TEI's ``/`` takes its route from the body, model load and unload take no body) do not."""
-    posts = [r for r in _flat_routes(fake_app.router) if isinstance(r, APIRoute) and "POST" in r.methods]
+    posts = [r for r in flat_routes(fake_app.router) if isinstance(r, APIRoute) and "POST" in r.methods]
     fast = {r.path for r in posts if isinstance(r, FastBodyRoute) and body_plan(r) is not None}
     assert fast == {
         "/v1/embeddings",

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedserve.api.asgi import header, replay
-from embedserve.api.errors import _flat_routes
+from embedserve.api.errors import flat_routes
 from embedserve.api.fast_route import BodyPlan, body_plan, takes_fast
 
 Direct = tuple[APIRoute, BodyPlan]
@@ -75,7 +75,7 @@ class DirectRoutes:
     def _routes(self, scope: Scope) -> dict[str, Direct]:
         if self._table is None:
             table: dict[str, Direct] = {}
-            for route in _flat_routes(getattr(scope.get("app"), "router", None)):
+            for route in flat_routes(getattr(scope.get("app"), "router", None)):
                 if not isinstance(route, APIRoute) or "POST" not in (route.methods or ()) or route.param_convertors:
                     continue
                 plan = body_plan(route)

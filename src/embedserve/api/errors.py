@@ -159,19 +159,19 @@ def matched_route(scope: Scope) -> Any:
     (``None`` when none does)."""
     route = scope.get("route")
     if route is None:
-        for candidate in _flat_routes(getattr(scope.get("app"), "router", None)):
+        for candidate in flat_routes(getattr(scope.get("app"), "router", None)):
             if candidate.matches(scope)[0] is Match.FULL:
                 return candidate
     return route
 
 
-def _flat_routes(router: Any) -> Iterator[Any]:
+def flat_routes(router: Any) -> Iterator[Any]:
     """Every route of ``router``, those of included routers too (FastAPI wraps them in an object
     that matches as a whole and keeps the router it includes as ``original_router``)."""
     for route in getattr(router, "routes", ()):
         included = getattr(route, "original_router", None)
         if included is not None:
-            yield from _flat_routes(included)
+            yield from flat_routes(included)
         else:
             yield route
 
