@@ -8,7 +8,9 @@ In ONE run, on SciFact queries and documents (real lengths, ../shared/data/scifa
 * the speed targets, on the dense model at torch and at onnx-int8 (the default catalogue's engine):
   each engine's own in-process ceiling (embedserve's tokenizer and forward pass for it, at its best
   batch size, bench/engines.py; before and after the served loads, the mean), the served loads as
-  ratios to it (c=32 one text a request >= 0.85, c=4 32 documents a request >= 0.9), and one short
+  ratios to it (c=32 one text a request >= 0.85, c=4 32 documents a request >= 0.9; for these two
+  loads, the ceiling measured again at that batch size right before and right after each, and
+  the ratio taken to their mean: ``Brackets``), and one short
   query served at concurrency 1 against one in-process encode of it, taking turns (200 each):
   the p50 gap within 2 ms, beside the same request's round trip to a server that answers it at
   once and does nothing else (``bench/null_server.py``), the part of any gap that is HTTP's;
@@ -285,6 +287,45 @@ def mean_ceiling(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     return out
 
 
+class Brackets:
+    """Each speed engine's in-process ceiling measured again right before and right after each of
+    its served loads a target checks (32 one-text requests at a time, 4 of 32 documents), at the
+    batch size the first ceiling found best, and that load's ratio taken to their mean. The
+    machine's speed drifts by tens of percent over a run (here, the torch ceiling measured 121.5
+    texts/s before the served loads and 154.6 after them), so a ratio to figures taken minutes
+    away carries that drift. The engines stay loaded in this process meanwhile (idle, they take
+    no CPU)."""
+
+    LOADS = {(32, 1): "queries", (4, 32): "documents"}
+
+    def __init__(self, ceilings: dict[str, Any], items: dict[str, list[Any]], seconds: float) -> None:
+        self._ceilings, self._items, self._seconds = ceilings, items, seconds
+        self._engines: dict[str, Any] = {}
+
+    def around(self, server: str, load: tuple[int, int]) -> Callable[[], float] | None:
+        """What measures the ceiling for ``server``'s ``load`` now, or None when no target checks it."""
+        name = self.LOADS.get(load)
+        engine = next((e for e in SPEED_ENGINES if server_name(e) == server), None)
+        if name is None or engine is None or f"{engine}/{name}" not in self._ceilings:
+            return None
+        batch_size = self._ceilings[f"{engine}/{name}"]["batch_size"]
+
+        def measure() -> float:
+            if engine not in self._engines:
+                from embedserve.engines import create_engine
+
+                self._engines[engine] = create_engine(engine_rows.entry("dense", engine))
+            rate, _ = engine_rows.rate_at(self._engines[engine], self._items[name], batch_size, self._seconds)
+            return round(rate, 2)
+
+        return measure
+
+    def close(self) -> None:
+        for made in self._engines.values():
+            made.close()
+        self._engines.clear()
+
+
 # --- the servers -------------------------------------------------------------------------------------------
 
 
@@ -421,7 +462,10 @@ async def measure_loads(
     seconds: float,
     probe_health: bool,
     loads: list[tuple[int, int]] = LOADS,
+    around: Callable[[], float] | None = None,
 ) -> list[dict[str, Any]]:
+    """Each load on one server; ``around``: measures the load's ceiling, right before and after it
+    (:class:`Brackets`)."""
     rows = []
 
     def cpu_now() -> tuple[dict[str, float], float]:  # embedserve's CPU by its threads', and the clients'
@@ -437,6 +481,7 @@ async def measure_loads(
             await probe_latency(host, port, "/health", health)  # until run_load cancels it
 
         use_probe = probe_health and concurrency == 128
+        ceiling_before = around() if around is not None else None
         result: LoadResult = await run_load(
             host,
             port,
@@ -449,6 +494,10 @@ async def measure_loads(
             window=cpu_now if server.startswith("embedserve") else None,
         )
         row = {"server": server, "task": task, **result.summary()}
+        if around is not None and ceiling_before is not None:
+            ceiling_after = around()
+            mean = round((ceiling_before + ceiling_after) / 2, 2)
+            row["ceiling"] = {"items_per_second": mean, "before": ceiling_before, "after": ceiling_after}
         if result.window is not None and result.items:
             row["cpu_ms_per_item"] = cpu_split(*result.window, result.items)
         if use_probe and health:
@@ -474,14 +523,20 @@ def cpu_split(
 
 
 def taking_turns(
-    servers: list[tuple[str, int, str, bool]], task: str, items: dict[str, list[Any]], seconds: float
+    servers: list[tuple[str, int, str, bool]],
+    task: str,
+    items: dict[str, list[Any]],
+    seconds: float,
+    brackets: Brackets | None = None,
 ) -> list[dict[str, Any]]:
     """Each load on each server (host, port, name, probe /health) in turn, the order flipped on
-    every other load, so a drift in the shared machine's speed falls on both servers alike."""
+    every other load, so a drift in the shared machine's speed falls on both servers alike; with
+    ``brackets``, the loads a speed target checks between two measurements of their ceiling."""
     rows = []
     for i, load in enumerate(LOADS):
         for host, port, name, probe in servers if i % 2 == 0 else servers[::-1]:
-            rows += asyncio.run(measure_loads(host, port, name, task, items, seconds, probe, [load]))
+            around = brackets.around(name, load) if brackets is not None and task == "dense" else None
+            rows += asyncio.run(measure_loads(host, port, name, task, items, seconds, probe, [load], around))
     return rows
 
 
@@ -588,7 +643,8 @@ def free_server_bound(served: dict[str, float], ceiling_ms: float) -> float | No
 def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[str, Any]) -> dict[str, Any]:
     """Per speed engine: its in-process ceilings, the served loads as ratios to them (32 one-text
     requests at a time against the queries' ceiling, 4 requests of 32 documents against the
-    documents'), and one request at a time against one in-process encode."""
+    documents', each measured right before and after the load where :class:`Brackets` did), and
+    one request at a time against one in-process encode."""
     out: dict[str, Any] = {}
     for engine in SPEED_ENGINES:
         queries, docs = ceilings.get(f"{engine}/queries"), ceilings.get(f"{engine}/documents")
@@ -598,8 +654,11 @@ def speed(rows: list[dict[str, Any]], ceilings: dict[str, Any], singles: dict[st
         for c, n, top in ((32, 1, queries), (4, 32, docs), (1, 1, queries)):
             r = _row(rows, server_name(engine), "dense", c, n)
             if r is not None:
-                ratio = round(r["items_per_second"] / top["items_per_second"], 3)
+                own = r.get("ceiling")  # measured right before and after this load (Brackets)
+                ratio = round(r["items_per_second"] / (own or top)["items_per_second"], 3)
                 entry[f"c{c}_n{n}"] = {"items_per_second": r["items_per_second"], "ratio_to_ceiling": ratio}
+                if own is not None:
+                    entry[f"c{c}_n{n}"]["ceiling"] = own
                 if "cpu_ms_per_item" in r:
                     entry[f"c{c}_n{n}"]["cpu_ms_per_item"] = r["cpu_ms_per_item"]
                     if "cpu_ms_per_item" in top and c > 1:  # one request at a time leaves cores idle
@@ -776,6 +835,9 @@ def main(argv: list[str] | None = None) -> int:
         # --quick: the torch engine's ceiling (below) stands for the library's
         ceiling_before = {} if args.quick else ceilings(models, queries, docs, args.ceiling_seconds, tuple(tasks))
         speed_before = engine_ceilings(queries, docs, args.ceiling_seconds) if "dense" in tasks else {}
+        brackets = Brackets(speed_before, items, max(2.0, 2 * args.ceiling_seconds)) if speed_before else None
+        if brackets is not None:
+            floors.callback(brackets.close)
         rows: list[dict[str, Any]] = []
         rss: dict[str, Any] = {}
         singles: dict[str, Any] = {}
@@ -797,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
                     turns = [(host, port, "embedserve", True)]
                     if infinity and task != "sparse":
                         turns.append((*infinity, "infinity-torch", False))
-                    rows += taking_turns(turns, task, items, args.seconds)
+                    rows += taking_turns(turns, task, items, args.seconds, brackets)
         # embedserve at its best engine (the default catalogue's), and Infinity at its ONNX engine, taking turns
         best_tasks = [t for t in tasks if t != "sparse"]  # Infinity: one process per model (see infinity_server)
         if best_tasks:
@@ -819,7 +881,9 @@ def main(argv: list[str] | None = None) -> int:
                                 infinity_server({task: onnx_models[task]}, "optimum", log)
                             )
                             turns.append((*infinity_onnx, "infinity-optimum", False))
-                        rows += taking_turns(turns, task, items, args.seconds)
+                        rows += taking_turns(turns, task, items, args.seconds, brackets)
+        if brackets is not None:
+            brackets.close()
         # the machine is shared: the ceilings again after the served loads, and the ratios use the mean
         print("measuring the in-process ceilings again ...", flush=True)
         if args.quick:

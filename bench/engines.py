@@ -67,14 +67,8 @@ def ceiling(task: str, engine: str, texts: list[str], seconds: float) -> dict[st
         encode = getattr(made, "encode_texts")  # noqa: B009 - dense and sparse engines both have it
         best = (0.0, 1, 0.0)  # texts/s, batch size, CPU ms a text (the process's, every thread)
         for bs in BATCH_SIZES:
-            made.forward(encode(texts[:bs], None))  # warm-up
-            done, offset, started, cpu = 0, 0, time.perf_counter(), time.process_time()
-            while time.perf_counter() - started < seconds:
-                offset = (offset + bs) % (len(texts) - bs)
-                made.forward(encode(texts[offset : offset + bs], None))
-                done += bs
-            rate = done / (time.perf_counter() - started)
-            best = max(best, (rate, bs, (time.process_time() - cpu) * 1000 / done))
+            rate, cpu_ms = rate_at(made, texts, bs, seconds)
+            best = max(best, (rate, bs, cpu_ms))
         single = []
         for text in texts[:100]:
             t0 = time.perf_counter()
@@ -89,6 +83,19 @@ def ceiling(task: str, engine: str, texts: list[str], seconds: float) -> dict[st
         }
     finally:
         made.close()
+
+
+def rate_at(made: Any, texts: list[str], batch_size: int, seconds: float) -> tuple[float, float]:
+    """Texts/s of the loaded engine ``made`` (tokenize, then forward) on ``texts``, ``batch_size``
+    at a time for ``seconds`` after one warm-up batch, and the process's CPU milliseconds a text."""
+    encode = getattr(made, "encode_texts")  # noqa: B009 - dense and sparse engines both have it
+    made.forward(encode(texts[:batch_size], None))  # warm-up
+    done, offset, started, cpu = 0, 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        offset = (offset + batch_size) % (len(texts) - batch_size)
+        made.forward(encode(texts[offset : offset + batch_size], None))
+        done += batch_size
+    return done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done
 
 
 def bodies(model: str, items: list[str], per_request: int, n: int = 512) -> list[bytes]:

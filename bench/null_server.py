@@ -4,8 +4,8 @@ Served by the same HTTP server as embedserve (uvicorn, httptools, uvloop), it re
 request's body and answers ``GET /health`` with 200 and anything else as ``NULL_SERVER_ANSWER``
 says:
 
-- ``refuse`` (the default; bench/overload.py): 429 with a ``Retry-After`` spread as embedserve
-  spreads its own (``embedserve.admission.spread`` of 1 s), so a flood's 429 latencies against it
+- ``refuse`` (the default; bench/overload.py): 429 with a ``Retry-After`` and ``Retry-After-Ms``
+  spread as embedserve spreads its own (``embedserve.admission.spread`` of 1 s), so a flood's 429 latencies against it
   are what the machine, the HTTP server and the flood's clients cost by themselves: no server on
   this HTTP stack answers a flood faster;
 - ``embedding`` (bench/batching.py): 200 with OpenAI's response for one embedding of
@@ -53,7 +53,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif ANSWER == "embedding":
         status, body, extra = 200, EMBEDDING, []
     else:
-        status, body, extra = 429, BUSY, [(b"retry-after", str(spread(1)).encode())]
+        wait = spread(1)
+        extra = [(b"retry-after", str(int(wait)).encode()), (b"retry-after-ms", str(round(wait * 1000)).encode())]
+        status, body = 429, BUSY
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -3,8 +3,10 @@ wait (src/embedserve/admission.py) makes of it.
 
 Two floods, one after the other, each for ``--seconds``: ``docs``, 600 clients of 16 texts a
 request, and ``single``, 2,000 clients of one text. All the clients send at once, and each sends
-its next request as soon as it has an answer, or, after a 429, once its ``Retry-After`` has
-passed (as a client that backs off does; ``--ignore-retry-after``: at once). Meanwhile a probe in a
+its next request as soon as it has an answer, or, after a 429, once its ``Retry-After-Ms`` (else
+its ``Retry-After``) has passed, as OpenAI's clients do (``--whole-seconds``: the ``Retry-After``
+alone, as a client that reads only the standard header does; ``--ignore-retry-after``: at once).
+Meanwhile a probe in a
 process of its own sends ``GET /health`` every 20 ms. After each flood the clients hang up and one
 client sends one text at a time until a request is answered at normal latency (at most twice the
 p50 measured before the flood, or that p50 plus 10 ms).
@@ -65,7 +67,7 @@ class Answer:
     status: int
     sent: float  # seconds since the flood began
     ms: float
-    retry_after: int | None = None
+    retry_after: float | None = None  # seconds, as the client read them
 
 
 @dataclass
@@ -85,8 +87,10 @@ def _bodies(model: str, texts: int, count: int) -> list[bytes]:
     ]
 
 
-async def _request(conn: Connection, body: bytes) -> tuple[int, int | None]:
-    """POST /v1/embeddings; the status and Retry-After (loadgen's reader, keeping the header)."""
+async def _request(conn: Connection, body: bytes, whole_seconds: bool = False) -> tuple[int, float | None]:
+    """POST /v1/embeddings; the status and the wait a 429 asks for, in seconds: its Retry-After-Ms
+    where it has one (unless ``whole_seconds``), else its Retry-After (loadgen's reader, keeping
+    the headers)."""
     await conn.ensure_open()
     assert conn.reader is not None and conn.writer is not None
     head = f"POST /v1/embeddings HTTP/1.1\r\nHost: {conn.host}\r\nContent-Length: {len(body)}\r\n"
@@ -95,20 +99,24 @@ async def _request(conn: Connection, body: bytes) -> tuple[int, int | None]:
     status_line = await conn.reader.readline()
     if not status_line:
         raise ConnectionError("server closed the connection")
-    status, length, retry_after, close = int(status_line.split()[1]), 0, None, False
+    status, length, close = int(status_line.split()[1]), 0, False
+    seconds: int | None = None
+    ms: int | None = None
     while (line := await conn.reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.decode("latin-1").partition(":")
         name = name.strip().lower()
         if name == "content-length":
             length = int(value)
         elif name == "retry-after":
-            retry_after = int(value)
+            seconds = int(value)
+        elif name == "retry-after-ms":
+            ms = int(value)
         elif name == "connection" and value.strip().lower() == "close":
             close = True
     await conn.reader.readexactly(length)
     if close:
         conn.close()
-    return status, retry_after
+    return status, ms / 1000 if ms is not None and not whole_seconds else seconds
 
 
 def _probe(port: int, stop: Any, out: Any) -> None:
@@ -139,11 +147,17 @@ async def _sequential(port: int, body: bytes, n: int) -> list[float]:
     return times
 
 
+# How the clients wait after a 429: its Retry-After-Ms, else its Retry-After (OpenAI's clients);
+# its Retry-After alone (a client that reads only the standard header); not at all.
+BACKOFFS = ("ms", "seconds", "none")
+
+
 async def _flood(
-    port: int, bodies: list[bytes], clients: int, seconds: float, one: bytes | None, result: FloodResult, backoff: bool
+    port: int, bodies: list[bytes], clients: int, seconds: float, one: bytes | None, result: FloodResult, backoff: str
 ) -> None:
-    """``clients`` clients sending ``bodies`` for ``seconds``; then, unless ``one`` is None, the time
-    until ``one`` is answered at normal latency (``result.recovery_s``)."""
+    """``clients`` clients sending ``bodies`` for ``seconds``, waiting after a 429 as ``backoff``
+    says (``BACKOFFS``); then, unless ``one`` is None, the time until ``one`` is answered at
+    normal latency (``result.recovery_s``)."""
     clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
     ours = one is not None  # embedserve (the null server has no /metrics)
     cpu_before = await asyncio.to_thread(cpu_seconds, "127.0.0.1", port) if ours else {}
@@ -157,13 +171,13 @@ async def _flood(
             while clock() < stop_at:
                 sent = clock()
                 try:
-                    status, retry_after = await _request(conn, bodies[i % len(bodies)])
+                    status, retry_after = await _request(conn, bodies[i % len(bodies)], backoff == "seconds")
                 except (ConnectionError, asyncio.IncompleteReadError, OSError):
                     status, retry_after = 0, None
                     conn.close()
                 result.answers.append(Answer(status, sent - began, (clock() - sent) * 1000, retry_after))
                 i += clients
-                if backoff and retry_after is not None:
+                if backoff != "none" and retry_after is not None:
                     await asyncio.sleep(min(retry_after, max(0.0, stop_at - clock())))
         finally:
             conn.close()
@@ -192,7 +206,7 @@ async def _flood(
 
 
 def run_flood(
-    port: int, model: str, clients: int, texts: int, seconds: float, backoff: bool, *, null: bool = False
+    port: int, model: str, clients: int, texts: int, seconds: float, backoff: str, *, null: bool = False
 ) -> FloodResult:
     """One flood against the server on ``port``, with the /health probe beside it; ``null``: the
     null server (no warm-up, no baseline, no recovery to wait for)."""
@@ -243,7 +257,7 @@ def summarize(result: FloodResult, clients: int, texts: int, seconds: float) -> 
         "refused_p99_ms": _p([a.ms for a in refused], 99),
         "refused_p99_steady_ms": _p([a.ms for a in steady if a.status == 429], 99),
         "refused_without_retry_after": sum(a.retry_after is None for a in refused),
-        "retry_after_max_s": max((a.retry_after or 0 for a in refused), default=None),
+        "retry_after_max_s": round(max((a.retry_after or 0 for a in refused), default=0.0), 3),
         "deadline_503_steady": sum(a.status == 503 for a in steady),
         "deadline_503_all": statuses.get(503, 0),
         "health_p50_ms": _p(result.health_ms, 50),
@@ -300,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="EMBEDSERVE_REQUEST_TIMEOUT of the server")
     parser.add_argument("--seconds", type=float, default=20.0, help="each flood's length")
     parser.add_argument("--quick", action="store_true", help="6 s floods")
+    parser.add_argument(
+        "--whole-seconds", action="store_true", help="the clients wait the Retry-After alone, not its Retry-After-Ms"
+    )
     parser.add_argument("--ignore-retry-after", action="store_true", help="resend at once after a 429")
     parser.add_argument("--json", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -310,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         "EMBEDSERVE_LOG_LEVEL": "warning",
         "EMBEDSERVE_CACHE_BYTES": "0",  # every request computed: the floods resend the same bodies
     }
+    backoff = "seconds" if args.whole_seconds else "ms"
+    if args.ignore_retry_after:
+        backoff = "none"
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         path, model = catalogue(args.catalogue, Path(tmp))
@@ -317,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         port = int(server.url.rsplit(":", 1)[1])
         null_port = stack.enter_context(null_server(Path(tmp) / "null.log"))
         for name, (clients, texts) in FLOODS.items():
-            backoff = not args.ignore_retry_after
             null = run_flood(null_port, model, clients, texts, seconds, backoff, null=True)
             lowest = floor(summarize(null, clients, texts, seconds))
             flood = run_flood(port, model, clients, texts, seconds, backoff)
@@ -345,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "catalogue": args.catalogue,
         "request_timeout_s": args.timeout,
         "clients_honour_retry_after": not args.ignore_retry_after,
+        "clients_wait": {"ms": "retry-after-ms", "seconds": "retry-after", "none": "none"}[backoff],
         "floods": rows,
     }
     write_json(args.json, data)

@@ -22,7 +22,11 @@ The verdict (:meth:`WaitEstimator.verdict`):
 A refusal tells the client that wait plus a random part of it again (:func:`spread`: up to
 ``RETRY_SPREAD`` of it, at least 0 or 1 s). The clients refused in one burst would otherwise all
 come back in the same second, be refused together again, and keep the burst going; spread, they
-come back a few at a time, and each wave the server answers is smaller.
+come back a few at a time, and each wave the server answers is smaller. ``Retry-After`` can only
+say whole seconds, so the clients told the same second still come back together, as many as
+were refused in the same moment: the refusal also carries ``Retry-After-Ms``, the same wait with
+a random fraction of a second added, which OpenAI's clients read before ``Retry-After``; those
+come back spread over that second.
 
 The estimate is conservative where it is unsure: until a request has been tokenized, characters
 a token is a low guess (more tokens per character than most text has), and the throughput is what
@@ -44,14 +48,19 @@ CHARS_PER_TOKEN = 3.0  # before any text is tokenized: fewer characters a token 
 MIN_CHARS_PER_TOKEN = 1.0  # a token never spans less than a character, whatever the tokenizer counted
 MAX_RETRY_AFTER = 3600
 RETRY_SPREAD = 0.5  # a refusal's Retry-After: the estimate plus a random 0 to this much of it again
+_RNG = random.Random()
 
 
-def spread(seconds: int, rng: random.Random | None = None) -> int:
-    """The Retry-After to send for an estimated ``seconds``: ``seconds`` plus a random whole
-    number of seconds from 0 to ``RETRY_SPREAD`` of it (to at least 1; none when ``RETRY_SPREAD``
-    is 0), at most ``MAX_RETRY_AFTER``."""
-    extra = max(1, math.ceil(seconds * RETRY_SPREAD)) if RETRY_SPREAD > 0 else 0
-    return min(MAX_RETRY_AFTER, seconds + (rng or random).randint(0, extra))
+def spread(seconds: int, rng: random.Random | None = None) -> float:
+    """The wait to send for an estimated ``seconds``: ``seconds`` plus a random whole number of
+    seconds from 0 to ``RETRY_SPREAD`` of it (to at least 1), plus a random fraction of a second;
+    ``seconds`` as it is when ``RETRY_SPREAD`` is 0; at most ``MAX_RETRY_AFTER``. Its whole
+    seconds are the ``Retry-After``, its milliseconds the ``Retry-After-Ms``."""
+    if RETRY_SPREAD <= 0:
+        return float(min(MAX_RETRY_AFTER, seconds))
+    draw = rng or _RNG
+    extra = max(1, math.ceil(seconds * RETRY_SPREAD))
+    return min(float(MAX_RETRY_AFTER), seconds + draw.randint(0, extra) + draw.random())
 
 
 class WaitEstimator:

@@ -35,9 +35,9 @@ no request being tokenized, the device's gate is free, and the model's recent lo
 this one takes at most ``INLINE_SECONDS``, the event loop runs the pass itself instead of waking
 a batch thread and being woken back: two thread hand-offs that cost a request served one at a
 time about half a millisecond here (2 cores, all-MiniLM-L6-v2 on onnx int8: 9.9 against 9.4 ms a
-query through the app). The loop is blocked for that pass, which is why it must be short and the
-request alone in the server: with other requests read and waiting, they would wait for it, and
-the batch threads would idle.
+query through the app; torch, see ``INLINE_SECONDS``). The loop is blocked for that pass, which
+is why it must be short and the request alone in the server: with other requests read and
+waiting, they would wait for it, and the batch threads would idle.
 
 Passes side by side: a model has ``passes`` batch threads (``batching.passes``, by default the
 engine's: 2 for torch on a CPU, else 1), each taking its own batches from the one queue. Every
@@ -87,7 +87,11 @@ Observer = Callable[[int, int, float], None]  # after each pass: inputs, tokens,
 # After this long with nothing queued, the thread gives the passes' freed memory back to the OS.
 _IDLE_SECONDS = 1.0
 # A lone input expected to take at most this long runs on the event loop (module docstring).
-INLINE_SECONDS = 0.015
+# A lone query on torch takes 13-25 ms on two cores, so it runs inline too: measured here
+# (all-MiniLM-L6-v2, one query at a time), served p50 minus the in-process encode's went from
+# 2.4 ms through a batch thread to 1.5-2.0 ms inline. /health waits at most one such pass, and only
+# while no other request is in progress.
+INLINE_SECONDS = 0.03
 _LONE_ALPHA = 0.2  # weight of the newest lone pass in its averages
 
 
@@ -258,14 +262,14 @@ class Batcher:
             retry_after = self.estimator.verdict(ahead, own, seconds_left)
         if retry_after is None:
             return None
-        retry_after = spread(retry_after)
+        wait = spread(retry_after)
         return Overloaded(
             f"model '{self.model_id}' is busy: the work queued before this request would not be done "
-            f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after} s",
-            retry_after=retry_after,
+            f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {max(1, int(wait))} s",
+            retry_after=wait,
         )
 
-    def _retry_after(self, tokens: int) -> int:
+    def _retry_after(self, tokens: int) -> float:
         """Seconds until ``tokens`` more would fit after the work queued now (1 before any measurement), spread."""
         wait = self.estimator.wait(self._queued_tokens + self._running_tokens, tokens)
         return spread(1 if wait is None else max(1, int(wait) + 1))  # spread caps it at MAX_RETRY_AFTER

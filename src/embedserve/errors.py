@@ -89,13 +89,19 @@ class Unauthorized(EmbedServeError):
 
 
 class Overloaded(EmbedServeError):
-    """The model's queue is full. ``retry_after`` (seconds) becomes a Retry-After header."""
+    """The model's queue is full. ``retry_after`` (seconds) becomes the Retry-After header (its whole
+    seconds) and Retry-After-Ms (its milliseconds)."""
 
     code = "overloaded"
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """``Retry-After``: the whole seconds of the wait, at least 1."""
+        return max(1, int(self.retry_after))
 
 
 class InferenceFailed(EmbedServeError):

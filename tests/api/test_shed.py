@@ -159,6 +159,7 @@ async def test_a_busy_model_is_refused_before_routing_as_its_route_refuses(
     assert early.status_code == 429, early.text
     assert early.json() == routed.json()
     assert early.headers["retry-after"] == routed.headers["retry-after"] == "65"  # 100.5 s ahead - 36 s, rounded up
+    assert early.headers["retry-after-ms"] == routed.headers["retry-after-ms"] == "65000"
     assert early.headers["content-type"] == routed.headers["content-type"]
     assert "x-request-id" in early.headers
     # the route refuses in the model's admission, on the way to its tokenizer; the shed before routing
@@ -177,6 +178,10 @@ async def test_the_clients_refused_together_are_told_to_come_back_at_different_t
         # the estimate (65 s), plus up to half of it again: 40 clients are not all sent back in the same second
         assert min(seconds) >= 65 and max(seconds) <= 65 + 33, seconds
         assert len(set(seconds)) > 1, seconds
+        # and to the millisecond (OpenAI's clients read Retry-After-Ms first), within that second
+        ms = [int(r.headers["retry-after-ms"]) for r in refused]
+        assert [m // 1000 for m in ms] == seconds, ms
+        assert len(set(ms)) == len(ms), ms
         assert all(f"retry in {s} s" in r.json()["error"]["message"] for r, s in zip(refused, seconds, strict=True))
 
 

@@ -28,15 +28,23 @@ def test_cold_start_admits_everything_until_a_pass_is_measured() -> None:
 
 def test_a_refusal_sends_the_client_back_after_the_estimate_plus_up_to_half_of_it_again() -> None:
     rng = random.Random(7)
-    assert {spread(1, rng) for _ in range(200)} == {1, 2}  # at least a second of spread
-    assert {spread(10, rng) for _ in range(500)} == set(range(10, 16))
-    assert {spread(65, rng) for _ in range(2000)} == set(range(65, 99))  # 65 + ceil(32.5)
+    assert {int(spread(1, rng)) for _ in range(200)} == {1, 2}  # at least a second of spread
+    assert {int(spread(10, rng)) for _ in range(500)} == set(range(10, 16))
+    assert {int(spread(65, rng)) for _ in range(2000)} == set(range(65, 99))  # 65 + ceil(32.5)
     assert spread(MAX_RETRY_AFTER, rng) == MAX_RETRY_AFTER  # capped
+
+
+def test_within_its_whole_second_a_refusal_s_wait_is_spread_to_the_millisecond() -> None:
+    rng = random.Random(11)
+    fractions = [spread(1, rng) % 1 for _ in range(400)]
+    # clients told the same Retry-After come back over that whole second, not at its start
+    assert min(fractions) < 0.1 and max(fractions) > 0.9
+    assert len({round(f, 3) for f in fractions}) > 300
 
 
 def test_without_a_spread_the_estimate_is_sent_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(admission, "RETRY_SPREAD", 0)
-    assert {spread(3) for _ in range(50)} == {3}
+    assert {spread(3) for _ in range(50)} == {3.0}
 
 
 def test_a_truncated_text_counts_as_no_more_than_the_model_reads() -> None:

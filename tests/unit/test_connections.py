@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -232,3 +234,23 @@ async def test_reading_resumes_once_a_large_body_is_complete_so_a_lost_connectio
     protocol.connection_lost(None)
     for task in protocol.tasks:
         task.cancel()
+
+
+async def test_an_answered_request_is_freed_by_reference_counting_not_left_for_the_collector() -> None:
+    """Its cycle and the transport wrapper that holds the head (HeadWithBody) form no reference
+    cycle: under a flood, cycles promoted while requests wait set off full collections."""
+    protocol, transport = connected(App())
+    gc.disable()
+    try:
+        protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
+        assert protocol.cycle is not None
+        cycle = weakref.ref(protocol.cycle)
+        await asyncio.gather(*protocol.tasks)
+        assert transport.data.startswith(b"HTTP/1.1 200 OK\r\n") and transport.data.endswith(b"/v1/x")
+        assert len(transport.written) == 1  # head and body in one write
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")  # the next request's cycle
+        await asyncio.sleep(0)  # the finished task lets go of its coroutine
+        assert cycle() is None
+    finally:
+        gc.enable()
+        protocol.connection_lost(None)

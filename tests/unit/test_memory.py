@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from embedserve.memory import settle_heap
+from embedserve.memory import FULL_EVERY, settle_heap
 
 
 class Node:
@@ -18,8 +18,10 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # leave the test process's collector as it found it
+    gc.set_threshold(*thresholds)
 
 
 def test_settle_freezes_what_is_alive_and_collects_what_is_not() -> None:
@@ -42,3 +44,10 @@ def test_a_cycle_frozen_while_alive_is_freed_by_the_next_settle() -> None:
     assert ref() is not None  # frozen: full collections skip it
     settle_heap()
     assert ref() is None
+
+
+def test_after_a_settle_full_collections_wait_for_more_middle_ones_and_the_young_ones_are_as_they_were() -> None:
+    young, middle, _ = gc.get_threshold()
+    settle_heap()
+    assert gc.get_threshold() == (young, middle, FULL_EVERY)
+    assert FULL_EVERY > 10  # Python's default

@@ -179,21 +179,27 @@ async def _wrong_host(scope: Scope, receive: Receive, send: Send) -> None:
 
 class HeadWithBody:
     """A request cycle's transport: the response's head is held until the first write after it
-    (the body's first bytes; ``close`` too) and goes out in the same call (module docstring)."""
+    (the body's first bytes; ``close`` too) and goes out in the same call (module docstring).
 
-    __slots__ = ("_head", "_held", "cycle", "transport")
+    It knows its cycle through a weak reference: the cycle holds it as its transport, and a
+    strong reference back would make each request a reference cycle, which only the garbage
+    collector frees. Under a flood of thousands of connections those cycles set off full
+    collections every few seconds, each holding the event loop for a hundred milliseconds."""
+
+    __slots__ = ("_cycle", "_head", "_may_hold", "transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        self.transport, self.cycle = transport, cycle
+        self.transport = transport
+        self._cycle = weakref.ref(cycle)
         self._head: bytes | None = None
-        self._held = False  # a head has been held (one a response)
+        self._may_hold = cycle.scope["method"] != "HEAD"  # until a head has been held (one a response)
 
     def write(self, data: bytes) -> None:
         if self._head is not None:
             head, self._head = self._head, None
             self.transport.writelines((head, data))
-        elif self.cycle.response_started and not self._held and self.cycle.scope["method"] != "HEAD":
-            self._head, self._held = data, True  # the head: the cycle set response_started before writing it
+        elif self._may_hold and (cycle := self._cycle()) is not None and cycle.response_started:
+            self._head, self._may_hold = data, False  # the head: the cycle set response_started before writing it
         else:
             self.transport.write(data)
 

@@ -14,7 +14,8 @@ route's dialect renders it as its vendor does:
                                                                parse), 404 NotFound, 429 Overloaded,
                                                                503 Unhealthy, 424 Backend
 
-A 429 carries ``Retry-After`` in every dialect, a 401 ``WWW-Authenticate: Bearer``.
+A 429 carries ``Retry-After`` and ``Retry-After-Ms`` (the same wait to the millisecond, which
+OpenAI's clients prefer; ``admission.spread``) in every dialect, a 401 ``WWW-Authenticate: Bearer``.
 
 A route's dialect is its route class (:func:`dialect_route`); routes without one (and
 unknown paths) speak OpenAI's. The ASGI middleware that answer before routing (API keys, body
@@ -195,7 +196,7 @@ def problem_for(exc: e.EmbedServeError) -> Problem:
     """A domain error as the native API states it, with its headers (Retry-After, WWW-Authenticate)."""
     headers = None
     if isinstance(exc, e.Overloaded):
-        headers = {"Retry-After": str(exc.retry_after)}
+        headers = {"Retry-After": str(exc.retry_after_seconds), "Retry-After-Ms": str(round(exc.retry_after * 1000))}
     elif isinstance(exc, e.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     return Problem(status_for(exc), exc.message, exc.param, exc.code, headers)
