@@ -785,7 +785,7 @@ def chart(rows: list[dict[str, Any]], ceiling: dict[str, Any], path: Path) -> No
     fig.savefig(path, dpi=110)
 
 
-QUICK = {"seconds": 3.0, "ceiling_seconds": 0.5, "rss_texts": 0, "tasks": "dense", "engine_tasks": "", "single": 60}
+QUICK = {"seconds": 3.0, "ceiling_seconds": 0.5, "rss_texts": 0, "tasks": "dense", "engine_tasks": "", "single": 200}
 
 
 def main(argv: list[str] | None = None) -> int:

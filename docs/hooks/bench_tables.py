@@ -417,9 +417,14 @@ def overload(results: Path) -> str:
         "normal service after (< 1 s)",
         "CPU ms an answer: event loop / model threads",
     ]
+    waiting = {
+        "retry-after-ms": "clients waiting out Retry-After-Ms",
+        "retry-after": "clients waiting out Retry-After",
+        "none": "clients resending at once",
+    }
+    clients = data.get("clients_wait", "retry-after" if data["clients_honour_retry_after"] else "none")
     note = (
-        f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, "
-        f"{'clients waiting out Retry-After' if data['clients_honour_retry_after'] else 'clients resending at once'}. "
+        f"Model `{data['model']}`, deadline {data['request_timeout_s']:g} s, {waiting[clients]}. "
         "In brackets: the null server under the same flood (`bench/null_server.py`, the floor)."
     )
     return _table(header, rows) + "\n\n" + note
