@@ -494,7 +494,7 @@ async def measure_loads(
             window=cpu_now if server.startswith("embedserve") else None,
         )
         row = {"server": server, "task": task, **result.summary()}
-        if around is not None and ceiling_before is not None:
+        if ceiling_before is not None:
             ceiling_after = around()
             mean = round((ceiling_before + ceiling_after) / 2, 2)
             row["ceiling"] = {"items_per_second": mean, "before": ceiling_before, "after": ceiling_after}

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from embedserve.admission import spread
+from embedserve.admission import retry_after_headers, spread
 
 BUSY = b'{"error":{"message":"busy","type":"rate_limit_error","code":"overloaded"}}'
 HEALTH = b'{"status":"ok"}'
@@ -53,8 +53,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif ANSWER == "embedding":
         status, body, extra = 200, EMBEDDING, []
     else:
-        wait = spread(1)
-        extra = [(b"retry-after", str(int(wait)).encode()), (b"retry-after-ms", str(round(wait * 1000)).encode())]
+        seconds, ms = retry_after_headers(spread(1))
+        extra = [(b"retry-after", str(seconds).encode()), (b"retry-after-ms", str(ms).encode())]
         status, body = 429, BUSY
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -63,6 +63,13 @@ def spread(seconds: int, rng: random.Random | None = None) -> float:
     return min(float(MAX_RETRY_AFTER), seconds + draw.randint(0, extra) + draw.random())
 
 
+def retry_after_headers(wait: float) -> tuple[int, int]:
+    """A refusal's ``Retry-After`` (the whole seconds of ``wait``, at least 1) and ``Retry-After-Ms``
+    (its milliseconds, rounded down, so they fall in that same second)."""
+    ms = int(wait * 1000)
+    return max(1, ms // 1000), ms
+
+
 class WaitEstimator:
     """One model's throughput and characters-per-token estimates, and the admission verdict on them.
 

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from embedserve.admission import WaitEstimator, spread
+from embedserve.admission import WaitEstimator, retry_after_headers, spread
 from embedserve.batch_policy import select_batch, window_size
 from embedserve.catalog import BatchingSpec
 from embedserve.context import RequestContext
@@ -265,7 +265,7 @@ class Batcher:
         wait = spread(retry_after)
         return Overloaded(
             f"model '{self.model_id}' is busy: the work queued before this request would not be done "
-            f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {max(1, int(wait))} s",
+            f"before its deadline (EMBEDSERVE_REQUEST_TIMEOUT); retry in {retry_after_headers(wait)[0]} s",
             retry_after=wait,
         )
 

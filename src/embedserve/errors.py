@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from embedserve.admission import retry_after_headers
+
 
 def clip(text: str, limit: int = 100) -> str:
     """A client's string as an error message repeats it: at most ``limit`` characters."""
@@ -99,9 +101,10 @@ class Overloaded(EmbedServeError):
         self.retry_after = retry_after
 
     @property
-    def retry_after_seconds(self) -> int:
-        """``Retry-After``: the whole seconds of the wait, at least 1."""
-        return max(1, int(self.retry_after))
+    def retry_after_headers(self) -> dict[str, str]:
+        """Its ``Retry-After`` and ``Retry-After-Ms`` (``admission.retry_after_headers``)."""
+        seconds, ms = retry_after_headers(self.retry_after)
+        return {"Retry-After": str(seconds), "Retry-After-Ms": str(ms)}
 
 
 class InferenceFailed(EmbedServeError):

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import pytest
 
 from embedserve import admission
-from embedserve.admission import CHARS_PER_TOKEN, HEADROOM, MAX_RETRY_AFTER, WaitEstimator, spread
+from embedserve.admission import (
+    CHARS_PER_TOKEN,
+    HEADROOM,
+    MAX_RETRY_AFTER,
+    WaitEstimator,
+    retry_after_headers,
+    spread,
+)
 from embedserve.batching import Batcher, BatchLimits
 from embedserve.engines.tokenization import Tokens
 from embedserve.errors import Overloaded
@@ -40,6 +47,12 @@ def test_within_its_whole_second_a_refusal_s_wait_is_spread_to_the_millisecond()
     # clients told the same Retry-After come back over that whole second, not at its start
     assert min(fractions) < 0.1 and max(fractions) > 0.9
     assert len({round(f, 3) for f in fractions}) > 300
+
+
+def test_the_two_headers_of_a_wait_fall_in_the_same_second() -> None:
+    assert retry_after_headers(65.9999999) == (65, 65999)  # rounded down, never into the next second
+    assert retry_after_headers(3.0) == (3, 3000)
+    assert retry_after_headers(0.25) == (1, 250)  # Retry-After says at least a second
 
 
 def test_without_a_spread_the_estimate_is_sent_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -196,7 +196,7 @@ def problem_for(exc: e.EmbedServeError) -> Problem:
     """A domain error as the native API states it, with its headers (Retry-After, WWW-Authenticate)."""
     headers = None
     if isinstance(exc, e.Overloaded):
-        headers = {"Retry-After": str(exc.retry_after_seconds), "Retry-After-Ms": str(round(exc.retry_after * 1000))}
+        headers = exc.retry_after_headers
     elif isinstance(exc, e.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     return Problem(status_for(exc), exc.message, exc.param, exc.code, headers)
